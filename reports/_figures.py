@@ -1,0 +1,105 @@
+"""Figure plumbing shared by every report: a styled Agg figure, PNG bytes, data URIs, downsampling.
+
+Figures are built on ``matplotlib.figure.Figure`` with an explicit Agg canvas instead of pyplot, so
+a report never touches pyplot's global figure registry or the user's interactive backend, and a
+figure is freed as soon as it is dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import sys
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from reports import _style
+
+
+def new_figure(width: float, height: float, *, layout: str | None = "constrained") -> Figure:
+    """An empty figure in the report style, on an Agg canvas. ``layout=None`` leaves placement to
+    the caller (``place_axes``): constrained layout costs a second full draw per figure."""
+    with matplotlib.rc_context(_style.RC_PARAMS):
+        figure = Figure(figsize=(width, height), dpi=_style.DPI, layout=layout)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def place_axes(
+    figure: Figure, rows: int, *, left: float, right: float, top: float, bottom: float, gap: float
+) -> None:
+    """Fixed margins and gaps between ``rows`` stacked axes, in inches (the same on every figure,
+    so report figures line up one under the other)."""
+    width, height = figure.get_size_inches()
+    mean_axes_height = (height - top - bottom - gap * (rows - 1)) / rows
+    figure.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        top=1 - top / height,
+        bottom=bottom / height,
+        hspace=gap / mean_axes_height,
+    )
+
+
+def styled():
+    """Context manager for drawing: axes, ticks and legends created inside pick up the style."""
+    return matplotlib.rc_context(_style.RC_PARAMS)
+
+
+def figure_to_png_bytes(figure: Figure, *, dpi: int | None = None) -> bytes:
+    """The figure as PNG bytes. A figure made through pyplot is closed afterwards."""
+    buffer = io.BytesIO()
+    with styled():
+        figure.savefig(buffer, format="png", dpi=dpi or _style.DPI, metadata={"Software": None})
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(figure)  # a no-op for figures pyplot does not manage
+    return buffer.getvalue()
+
+
+def to_data_uri(png: bytes, mime: str = "image/png") -> str:
+    """``data:image/png;base64,...`` for inlining an image into a self-contained HTML file."""
+    return f"data:{mime};base64,{base64.b64encode(png).decode('ascii')}"
+
+
+def minmax_downsample(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ~``max_points`` points that draw like all of them: per bucket of neighbouring points
+    the minimum and the maximum are kept (in their order), so a one-step spike stays visible.
+
+    Expects finite ``y``; the first and last points are always kept.
+    """
+    n = len(x)
+    if n <= max_points:
+        return x, y
+    buckets = max(1, max_points // 2)
+    size = -(-n // buckets)
+    padded = np.full(buckets * size, np.nan)
+    padded[:n] = y
+    rows = padded.reshape(buckets, size)
+    valid = ~np.all(np.isnan(rows), axis=1)
+    offsets = np.arange(buckets)[valid] * size
+    lows = offsets + np.nanargmin(rows[valid], axis=1)
+    highs = offsets + np.nanargmax(rows[valid], axis=1)
+    keep = np.unique(np.concatenate([lows, highs, [0, n - 1]]))
+    return x[keep], y[keep]
+
+
+def debiased_ema(values: np.ndarray, weight: float = 0.6) -> np.ndarray:
+    """TensorBoard's smoothing: ``last = last*w + (1-w)*y; n += 1; smoothed = last / (1 - w**n)``.
+
+    Non-finite values pass through unchanged and do not enter the average.
+    """
+    smoothed = np.empty(len(values), dtype=float)
+    last = 0.0
+    count = 0
+    for i, value in enumerate(np.asarray(values, dtype=float)):
+        if not np.isfinite(value):
+            smoothed[i] = value
+            continue
+        last = last * weight + (1 - weight) * value
+        count += 1
+        smoothed[i] = last / (1 - weight**count)
+    return smoothed

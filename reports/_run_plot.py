@@ -1,0 +1,350 @@
+"""The figure of one run: loss (train, smoothed, eval) with the findings marked, grad norm, learning rate.
+
+Panels share the step axis; a panel whose metric was never logged is left out. Many-point runs are
+downsampled for drawing only (min and max per bucket, so spikes stay), after smoothing on all points.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
+
+from diagnostics.findings import Diagnosis, Finding
+from diagnostics.runlog import EVAL_LOSS, GRAD_NORM, LEARNING_RATE, LOSS, RunLog, Series
+from reports import _style
+from reports._figures import (
+    debiased_ema,
+    figure_to_png_bytes,
+    minmax_downsample,
+    new_figure,
+    place_axes,
+    styled,
+)
+
+EMA_WEIGHT = 0.6
+# Log scale once the finite values span more than this many decades.
+LOG_SCALE_DECADES = 1.5
+# Above this many epochs, boundaries are drawn every n-th epoch only.
+MAX_EPOCH_LINES = 30
+MAX_EPOCH_LABELS = 12
+# Few points are drawn with markers, so a reader sees where the log actually has values.
+MARKER_LIMIT = 60
+# Margins in inches: room for the epoch labels on top and the step axis below.
+_TOP = 0.28
+_BOTTOM = 0.45
+_GAP = 0.15
+
+
+@dataclass
+class _Panel:
+    key: str
+    axes: Axes
+
+
+def plot_run(diagnosis: Diagnosis | RunLog) -> bytes:
+    """PNG bytes of one run's figure (see ``run_figure``); a ``RunLog`` is drawn without findings."""
+    if isinstance(diagnosis, Diagnosis):
+        figure = run_figure(diagnosis.run, diagnosis.findings)
+    else:
+        figure = run_figure(diagnosis)
+    return figure_to_png_bytes(figure)
+
+
+def has_plottable_data(run: RunLog) -> bool:
+    return any(run.has(metric) for metric in (LOSS, EVAL_LOSS, GRAD_NORM, LEARNING_RATE))
+
+
+def panel_keys(run: RunLog) -> list[str]:
+    """Which panels the run's figure has, top to bottom."""
+    keys = []
+    if run.has(LOSS) or run.has(EVAL_LOSS):
+        keys.append("loss")
+    if run.has(GRAD_NORM):
+        keys.append("grad_norm")
+    if run.has(LEARNING_RATE):
+        keys.append("learning_rate")
+    return keys
+
+
+def run_figure(run: RunLog, findings: Sequence[Finding] = ()) -> Figure:
+    """The run's figure: up to three panels on one step axis (loss, grad norm, learning rate)."""
+    keys = panel_keys(run)
+    if not keys:
+        return _empty_figure("nothing to plot: no loss, grad norm or learning rate was logged")
+    extra = len(keys) - 1
+    height = _style.MAIN_PANEL_HEIGHT + extra * (_style.EXTRA_PANEL_HEIGHT + _GAP) + _TOP + _BOTTOM
+    figure = new_figure(_style.FIG_WIDTH, height, layout=None)
+    ratios = [_style.MAIN_PANEL_HEIGHT] + [_style.EXTRA_PANEL_HEIGHT] * extra
+    with styled():
+        grid = figure.subplots(len(keys), 1, sharex=True, squeeze=False, height_ratios=ratios)
+        panels = [_Panel(key, axes) for key, axes in zip(keys, grid[:, 0], strict=True)]
+        for panel in panels:
+            if panel.key == "loss":
+                _draw_loss(panel.axes, run)
+            elif panel.key == "grad_norm":
+                _draw_grad_norm(panel.axes, run)
+            else:
+                _draw_learning_rate(panel.axes, run)
+        boundaries = _epoch_boundaries(run)
+        for panel in panels:
+            for _, step in boundaries:
+                panel.axes.axvline(
+                    step, color=_style.EPOCH_LINE, linewidth=0.8, linestyle=(0, (3, 2)), zorder=0.5
+                )
+        _label_epochs(panels[0].axes, boundaries)
+        _mark_findings(panels, findings)
+        panels[-1].axes.set_xlabel("step")
+        place_axes(figure, len(panels), left=0.8, right=0.15, top=_TOP, bottom=_BOTTOM, gap=_GAP)
+    return figure
+
+
+def _empty_figure(text: str) -> Figure:
+    figure = new_figure(_style.FIG_WIDTH, 1.2)
+    with styled():
+        axes = figure.add_subplot()
+        axes.set_axis_off()
+        axes.text(0.5, 0.5, text, ha="center", va="center", color=_style.MUTED, transform=axes.transAxes)
+    return figure
+
+
+def _draw_loss(axes: Axes, run: RunLog) -> None:
+    train, evaluation = run.series(LOSS), run.series(EVAL_LOSS)
+    handles: list = []
+    if len(train):
+        finite = train.finite
+        raw_x, raw_y = minmax_downsample(finite.steps, finite.values, _style.MAX_DRAWN_POINTS)
+        few = len(finite) <= MARKER_LIMIT
+        (raw,) = axes.plot(
+            raw_x,
+            raw_y,
+            color=_style.TRAIN_RAW,
+            linewidth=0.9,
+            marker="o" if few else None,
+            markersize=2.5,
+            label="train loss",
+        )
+        handles.append(raw)
+        if len(finite) >= 5:
+            smooth = debiased_ema(finite.values, EMA_WEIGHT)
+            sx, sy = minmax_downsample(finite.steps, smooth, _style.MAX_DRAWN_POINTS)
+            (line,) = axes.plot(
+                sx, sy, color=_style.TRAIN_SMOOTH, linewidth=1.8, label="train loss, smoothed"
+            )
+            handles.append(line)
+    if len(evaluation):
+        finite = evaluation.finite
+        ex, ey = minmax_downsample(finite.steps, finite.values, _style.MAX_DRAWN_POINTS)
+        (line,) = axes.plot(
+            ex,
+            ey,
+            color=_style.EVAL,
+            linewidth=1.6,
+            marker="o" if len(ex) <= 200 else None,
+            markersize=4,
+            markeredgecolor="white",
+            markeredgewidth=0.6,
+            label="eval loss",
+            zorder=3,
+        )
+        handles.append(line)
+    non_finite = _mark_non_finite(axes, [train, evaluation])
+    if non_finite:
+        handles.append(non_finite)
+    _choose_y_scale(axes, [train, evaluation])
+    axes.set_ylabel("loss")
+    if handles:
+        axes.legend(handles=handles, loc="best")
+
+
+def _draw_grad_norm(axes: Axes, run: RunLog) -> None:
+    series = run.series(GRAD_NORM)
+    finite = series.finite
+    x, y = minmax_downsample(finite.steps, finite.values, _style.MAX_DRAWN_POINTS)
+    axes.plot(
+        x,
+        y,
+        color=_style.GRAD_NORM,
+        linewidth=1.1,
+        marker="o" if len(x) <= MARKER_LIMIT else None,
+        markersize=2.5,
+    )
+    non_finite = _mark_non_finite(axes, [series])
+    limit = _max_grad_norm(run)
+    if limit is not None:
+        axes.axhline(limit, color=_style.THRESHOLD, linestyle="--", linewidth=1.0, zorder=2.5)
+        axes.annotate(
+            f"max_grad_norm {limit:g}",
+            xy=(1.0, limit),
+            xycoords=("axes fraction", "data"),
+            xytext=(-4, 3),
+            textcoords="offset points",
+            ha="right",
+            va="bottom",
+            fontsize=7.5,
+            color=_style.THRESHOLD,
+            bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+        )
+    _choose_y_scale(axes, [series], extra=[limit] if limit else [])
+    axes.set_ylabel("grad norm")
+    if non_finite:
+        axes.legend(handles=[non_finite], loc="best")
+
+
+def _draw_learning_rate(axes: Axes, run: RunLog) -> None:
+    series = run.series(LEARNING_RATE).finite
+    x, y = minmax_downsample(series.steps, series.values, _style.MAX_DRAWN_POINTS)
+    axes.plot(x, y, color=_style.LEARNING_RATE, linewidth=1.4)
+    axes.set_ylabel("learning rate")
+    axes.set_ylim(bottom=0)
+    # "2e-4" on each tick reads like the TrainingArguments value; an offset text would collide
+    # with the panel above
+    axes.yaxis.set_major_formatter(FuncFormatter(_short_number))
+    axes.yaxis.set_major_locator(MaxNLocator(nbins=3))
+
+
+def _short_number(value: float, _position: float | None = None) -> str:
+    if value == 0:
+        return "0"
+    if 1e-3 <= abs(value) < 1e4:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
+
+
+def _max_grad_norm(run: RunLog) -> float | None:
+    value = run.config.training_args.get("max_grad_norm")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
+def _mark_non_finite(axes: Axes, series_list: Sequence[Series]) -> Line2D | None:
+    """NaN / inf points as red crosses on the top edge of the panel, where no value can be drawn."""
+    steps = np.concatenate([s.steps[~np.isfinite(s.values)] for s in series_list if len(s)] or [np.empty(0)])
+    if not len(steps):
+        return None
+    (marks,) = axes.plot(
+        steps,
+        np.ones_like(steps),
+        linestyle="none",
+        marker="x",
+        markersize=6,
+        markeredgewidth=1.6,
+        color=_style.NON_FINITE,
+        transform=axes.get_xaxis_transform(),
+        clip_on=False,
+        zorder=5,
+        label=f"NaN / inf ({len(steps)})",
+    )
+    return marks
+
+
+def _choose_y_scale(axes: Axes, series_list: Sequence[Series], extra: Sequence[float] = ()) -> None:
+    values = np.concatenate([s.values[np.isfinite(s.values)] for s in series_list if len(s)] or [np.empty(0)])
+    values = np.concatenate([values, np.asarray(extra, dtype=float)])
+    if len(values) and values.min() > 0 and math.log10(values.max() / values.min()) > LOG_SCALE_DECADES:
+        axes.set_yscale("log")
+        # 0.1, 0.2, 0.5, 1, 2 ... read faster than bare powers of ten
+        axes.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axes.yaxis.set_major_formatter(FuncFormatter(_short_number))
+        axes.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _epoch_boundaries(run: RunLog) -> list[tuple[int, float]]:
+    """(epoch, step) where a new epoch starts (interpolated between logged points), thinned out
+    to every n-th epoch when there are many."""
+    pairs = sorted((p.step, p.epoch) for p in run.points if p.epoch is not None and math.isfinite(p.epoch))
+    if len(pairs) < 2:
+        return []
+    steps = np.array([s for s, _ in pairs], dtype=float)
+    epochs = np.maximum.accumulate(np.array([e for _, e in pairs], dtype=float))
+    last_epoch = math.floor(epochs[-1])
+    if last_epoch < 1:
+        return []
+    stride = _nice_stride(last_epoch, MAX_EPOCH_LINES)
+    boundaries = []
+    for epoch in range(stride, last_epoch + 1, stride):
+        if epoch <= epochs[0]:
+            continue
+        step = float(np.interp(epoch, epochs, steps))
+        if steps[0] < step < steps[-1]:
+            boundaries.append((epoch, step))
+    return boundaries
+
+
+def _label_epochs(axes: Axes, boundaries: list[tuple[int, float]]) -> None:
+    """Epoch numbers on a top axis of the first panel, at the boundary lines."""
+    if not boundaries:
+        return
+    top = axes.secondary_xaxis("top")
+    top.xaxis.set_minor_locator(NullLocator())
+    shown = boundaries[:: _nice_stride(len(boundaries), MAX_EPOCH_LABELS)]
+    top.set_ticks([step for _, step in shown], labels=[f"ep {epoch}" for epoch, _ in shown])
+    top.tick_params(axis="x", length=0, labelsize=7, colors=_style.MUTED, pad=2)
+    top.spines["top"].set_visible(False)
+
+
+def _nice_stride(count: int, limit: int) -> int:
+    for stride in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000):
+        if count / stride <= limit:
+            return stride
+    return max(1, count // limit)
+
+
+def _mark_findings(panels: list[_Panel], findings: Sequence[Finding]) -> None:
+    """Shade each finding's step range on every panel; label it with its code on its own panel."""
+    by_key = {panel.key: panel for panel in panels}
+    labels_in_panel: dict[str, int] = {}
+    marked = sorted((f for f in findings if f.region), key=lambda f: (f.region[0], f.code))
+    for finding in marked:
+        first, last = (float(v) for v in finding.region)
+        if not (math.isfinite(first) and math.isfinite(last)):
+            continue
+        color = _style.SEVERITY_COLORS.get(finding.severity, _style.GREY)
+        home = by_key.get(_panel_of(finding.metric)) or panels[0]
+        for panel in panels:
+            alpha = 0.16 if panel is home else 0.07
+            if last > first:
+                panel.axes.axvspan(first, last, color=color, alpha=alpha, linewidth=0, zorder=0.6)
+            else:
+                panel.axes.axvline(first, color=color, alpha=min(1.0, alpha * 4), linewidth=1.5, zorder=0.6)
+        slot = labels_in_panel.get(home.key, 0)
+        labels_in_panel[home.key] = slot + 1
+        _label_region(home.axes, first, last, finding, color, slot)
+
+
+def _label_region(axes: Axes, first: float, last: float, finding: Finding, color: str, slot: int) -> None:
+    """The finding's code at the top of its band, inside the panel whichever edge the band is near."""
+    low, high = axes.get_xlim()
+    near_right = first > low + 0.8 * (high - low)
+    x = min(max(last, low), high) if near_right else min(max(first, low), high)
+    axes.annotate(
+        f"{_style.SEVERITY_SYMBOLS.get(finding.severity, '')} {finding.code}".strip(),
+        xy=(x, 1.0),
+        xycoords=("data", "axes fraction"),
+        xytext=(-3 if near_right else 3, -4 - 12 * (slot % 4)),
+        textcoords="offset points",
+        ha="right" if near_right else "left",
+        va="top",
+        fontsize=7.5,
+        fontweight="bold",
+        color=color,
+        bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+        annotation_clip=False,
+        zorder=6,
+    )
+
+
+def _panel_of(metric: str) -> str:
+    if metric == GRAD_NORM:
+        return "grad_norm"
+    if metric == LEARNING_RATE:
+        return "learning_rate"
+    return "loss"
