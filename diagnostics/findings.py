@@ -106,27 +106,35 @@ class Diagnosis:
 
     @property
     def conditions(self) -> list[str]:
-        """Conditions of the findings, most pressing first; notes (``info`` findings) excluded
-        unless they are the only verdict (``healthy`` is an info finding)."""
+        """The conditions found, most pressing first (``PRIMARY_ORDER``).
+
+        Notes (``info`` findings) are not conditions. When no rule found a problem the verdict is
+        ``healthy`` if HLT001 saw positive evidence, else ``insufficient`` where the rules said so.
+        """
         problems = {f.condition for f in self.findings if f.severity != "info"}
         if not problems:
-            problems = {f.condition for f in self.findings if f.condition in ("healthy", "insufficient")}
+            if any(f.condition == "healthy" for f in self.findings):
+                problems = {"healthy"}
+            elif any(f.condition == "insufficient" for f in self.findings) or any(
+                a.code == "HLT001" for a in self.abstentions
+            ):
+                problems = {"insufficient"}
         return [c for c in PRIMARY_ORDER if c in problems]
 
     @property
     def primary(self) -> str | None:
-        """The condition that most needs fixing: the most severe, then the most confident finding,
-        ties broken by ``PRIMARY_ORDER``."""
+        """The condition that most needs fixing: a broken run before one that does not learn, before
+        one that overfits, and so on down ``PRIMARY_ORDER``."""
         conditions = self.conditions
-        if not conditions:
-            return None
-        candidates = [f for f in self.findings if f.condition in conditions]
-        rank = {name: i for i, name in enumerate(PRIMARY_ORDER)}
-        best = max(
-            candidates,
-            key=lambda f: (SEVERITIES.index(f.severity), round(f.confidence, 1), -rank[f.condition]),
+        return conditions[0] if conditions else None
+
+    @property
+    def problems(self) -> list[Finding]:
+        """Findings at warning or error severity, most severe first."""
+        return sorted(
+            (f for f in self.findings if f.severity != "info"),
+            key=lambda f: (-SEVERITIES.index(f.severity), -f.confidence),
         )
-        return best.condition
 
     def to_json(self) -> dict[str, Any]:
         return {
