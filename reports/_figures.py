@@ -8,8 +8,11 @@ figure is freed as soon as it is dropped.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import sys
+import threading
+from collections.abc import Iterator
 
 import matplotlib
 import numpy as np
@@ -22,7 +25,7 @@ from reports import _style
 def new_figure(width: float, height: float, *, layout: str | None = "constrained") -> Figure:
     """An empty figure in the report style, on an Agg canvas. ``layout=None`` leaves placement to
     the caller (``place_axes``): constrained layout costs a second full draw per figure."""
-    with matplotlib.rc_context(_style.RC_PARAMS):
+    with styled():
         figure = Figure(figsize=(width, height), dpi=_style.DPI, layout=layout)
     FigureCanvasAgg(figure)
     return figure
@@ -44,9 +47,30 @@ def place_axes(
     )
 
 
-def styled():
-    """Context manager for drawing: axes, ticks and legends created inside pick up the style."""
-    return matplotlib.rc_context(_style.RC_PARAMS)
+_style_depth = threading.local()
+
+
+@contextlib.contextmanager
+def styled() -> Iterator[None]:
+    """Context manager for drawing: axes, ticks and legends created inside pick up the style.
+
+    Re-entrant at no cost: entering ``rc_context`` copies all of matplotlib's settings, which is a
+    noticeable share of drawing a small figure, so nested uses share the outermost one.
+    """
+    depth = getattr(_style_depth, "value", 0)
+    if depth:
+        _style_depth.value = depth + 1
+        try:
+            yield
+        finally:
+            _style_depth.value = depth
+        return
+    with matplotlib.rc_context(_style.RC_PARAMS):
+        _style_depth.value = 1
+        try:
+            yield
+        finally:
+            _style_depth.value = 0
 
 
 def figure_to_png_bytes(figure: Figure, *, dpi: int | None = None) -> bytes:
