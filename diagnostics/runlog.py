@@ -116,7 +116,7 @@ class RunLog:
 
     source: str
     format: str = "unknown"
-    points: list[LogPoint] = field(default_factory=list)
+    points: list[LogPoint] = field(default_factory=list, repr=False)
     config: RunConfig = field(default_factory=RunConfig)
     name: str | None = None
 

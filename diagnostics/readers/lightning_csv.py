@@ -19,12 +19,12 @@ NAME = "lightning_csv"
 
 
 def claims(path: Path, head: bytes, column_map: Mapping[str, str]) -> bool:
+    if path.name.endswith("metrics.csv"):
+        return True
     if path.suffix.lower() != ".csv":
         return False
     columns = csv_columns(path, head)
-    if "step" not in columns or "epoch" not in columns:
-        return False
-    return path.name.endswith("metrics.csv") or any(
+    return "step" in columns and "epoch" in columns and any(
         column.endswith(("_step", "_epoch")) or column.startswith(("lr-", "val_", "train_"))
         for column in columns
     )

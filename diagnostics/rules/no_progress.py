@@ -52,8 +52,9 @@ def no_progress(ctx: RuleContext):
         start_x = float(s.x_of(np.array([schedule.warmup_end_step]))[0])
     start_x = min(max(start_x, 0.0), 0.5)
     values, x = s.train.values, s.train_x
+    # Medians, not extremes: on a noisy curve one high first log is not a drop.
     head = values[x <= start_x + 0.05] if np.any(x <= start_x + 0.05) else values[:1]
-    start = float(np.max(head[: max(1, min(3, len(head)))]))
+    start = float(np.median(head[: max(1, min(3, len(head)))]))
     early = values[(x >= start_x + 0.2) & (x <= start_x + 0.4)]
     early_level = float(np.median(early)) if len(early) else float(np.interp(start_x + 0.3, x, s.train_smooth))
     if start <= 0:

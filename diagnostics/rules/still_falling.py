@@ -29,7 +29,8 @@ def still_falling(ctx: RuleContext):
     or more per 10% of training (a checkpoint of an unfinished run: a significant fall of 0.75% or
     more with a fifth of its improvement made in that last stretch), and that stretch still holds
     at least 5% of the run's total improvement. The eval loss is checked as well as the training
-    loss. A finished run whose learning rate annealed to under 10% of its peak is not reported.
+    loss, unless the eval loss has not improved for two evaluations (more training would not help
+    the model). A finished run whose learning rate annealed to under 10% of its peak is not reported.
 
     ## Why it matters
     The run stopped before it converged: more steps (or a larger learning rate) would still lower
@@ -54,7 +55,8 @@ def still_falling(ctx: RuleContext):
     if annealed:
         return None
     candidates: list[tuple[str, Window, float]] = []
-    if s.n_train >= MIN_TRAIN_POINTS and s.train_late is not None:
+    eval_stopped_improving = s.n_eval >= MIN_EVAL_POINTS and s.eval_best_index <= s.n_eval - 3
+    if s.n_train >= MIN_TRAIN_POINTS and s.train_late is not None and not eval_stopped_improving:
         candidates.append(("loss", s.train_late, s.late_share))
     if s.n_eval >= 4:
         late = s.window(0.5, 1.0, "eval")
