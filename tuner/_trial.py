@@ -1,0 +1,333 @@
+"""One worker's trials: the base model is loaded once, every trial trains on it and gives it back.
+
+A :class:`Worker` holds the (quantised) base model, the tokenised data and the method. ``run``
+attaches a fresh adapter (or makes the base trainable), trains with transformers' Trainer for a
+few steps while evaluating a fixed subset of the eval split, and detaches again, whatever happened:
+pruned, diverged, out of memory or interrupted. It never raises for a trial-level problem; the
+outcome says what happened and the study decides what Optuna hears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from diagnostics.runlog import RunLog
+from tuner._callbacks import StepHook, TrialCallback
+from tuner._export import installed_training_args
+from tuner._pruning import DivergenceGuard
+from tuner.methods import Method
+
+#: Outcomes of a trial. "infeasible": out of memory even at micro batch 1.
+OUTCOMES = ("complete", "pruned", "diverged", "nan", "infeasible", "interrupted", "failed")
+
+
+@dataclass
+class TrialSettings:
+    """How every trial of a worker trains and evaluates."""
+
+    #: Optimizer steps per trial; 0 trains ``epochs`` epochs instead (``tune train``).
+    max_steps: int = 10
+    epochs: float = 1.0
+    eval_every: int = 5
+    #: Size of the fixed eval subset used during trials (``None``: the whole eval split).
+    eval_examples: int | None = 32
+    eval_batch_size: int = 16
+    max_micro_batch: int = 16
+    seed: int = 0
+    use_rules: bool = True
+
+
+@dataclass
+class TrialOutcome:
+    """What one trial did, in the terms the study records."""
+
+    state: str
+    reason: str
+    run: RunLog
+    steps_run: int = 0
+    best_eval_loss: float | None = None
+    best_step: int | None = None
+    finding_code: str | None = None
+    per_device_train_batch_size: int | None = None
+    gradient_accumulation_steps: int | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    full_eval_loss: float | None = None
+
+    @property
+    def objective(self) -> float | None:
+        return self.best_eval_loss
+
+    def user_attrs(self) -> dict[str, Any]:
+        """Compact, JSON-safe attributes for the Optuna trial."""
+        attrs: dict[str, Any] = {
+            "outcome": self.state,
+            "reason": self.reason,
+            "steps_run": self.steps_run,
+            "best_eval_loss": _round(self.best_eval_loss),
+            "best_step": self.best_step,
+            "per_device_train_batch_size": self.per_device_train_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "curve": compact_curve(self.run),
+        }
+        if self.finding_code:
+            attrs["finding_code"] = self.finding_code
+        if self.full_eval_loss is not None:
+            attrs["full_eval_loss"] = _round(self.full_eval_loss)
+        return attrs
+
+
+class _TimedTrainer(Trainer):
+    """Trainer that keeps the seconds it spent evaluating (training time = the rest)."""
+
+    eval_seconds = 0.0
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        start = time.perf_counter()
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self.eval_seconds += time.perf_counter() - start
+
+
+class Worker:
+    """The shared base model, data and method of one process, and the trials run on them."""
+
+    def __init__(
+        self,
+        *,
+        method: Method,
+        base: nn.Module,
+        tokenizer: Any,
+        train_dataset: Any,
+        eval_dataset: Any,
+        settings: TrialSettings,
+        scratch_dir: Path | None = None,
+    ) -> None:
+        self.method = method
+        self.base = base
+        self.tokenizer = tokenizer
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        n_eval = len(eval_dataset) if settings.eval_examples is None else settings.eval_examples
+        self.eval_subset = eval_dataset.select(range(min(n_eval, len(eval_dataset))))
+        self.settings = settings
+        # Learned from out-of-memory errors: the largest micro batch known to fit.
+        self.max_micro_batch = settings.max_micro_batch
+        if getattr(tokenizer, "pad_token", None) is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+        self._scratch = scratch_dir or Path(tempfile.mkdtemp(prefix="tune-trainer-"))
+        method.prepare(base)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.base.parameters()).device
+
+    def run(
+        self,
+        training_args: dict[str, Any],
+        peft: dict[str, Any],
+        *,
+        trial: optuna.Trial | None = None,
+        name: str = "trial",
+        pruner_name: str = "pruner",
+        on_step: StepHook | None = None,
+        keep: Callable[[TrialOutcome], bool] | None = None,
+        save_dir: Path | None = None,
+    ) -> TrialOutcome:
+        """Train one configuration for ``settings.max_steps`` steps.
+
+        ``keep(outcome)`` is asked once training finished; when it says yes (a new best), the
+        trained weights are evaluated on the whole eval split and, with ``save_dir``, saved there.
+        An out-of-memory error halves the micro batch (same effective batch) and starts again;
+        only at micro batch 1 is the trial infeasible.
+        """
+        while True:
+            outcome = self._attempt(training_args, peft, trial, name, pruner_name, on_step, keep, save_dir)
+            micro = outcome.per_device_train_batch_size or 1
+            if outcome.state != "infeasible" or micro <= 1 or "effective_batch_size" not in training_args:
+                return outcome
+            self.max_micro_batch = micro // 2
+
+    def _attempt(
+        self,
+        training_args: dict[str, Any],
+        peft: dict[str, Any],
+        trial: optuna.Trial | None,
+        name: str,
+        pruner_name: str,
+        on_step: StepHook | None,
+        keep: Callable[[TrialOutcome], bool] | None,
+        save_dir: Path | None,
+    ) -> TrialOutcome:
+        start = time.perf_counter()
+        run = RunLog(source=name, format="tune")
+        run.config.method = self.method.name
+        run.config.peft = self.method.peft_values(peft)
+        guard = DivergenceGuard(use_rules=self.settings.use_rules)
+        callback = TrialCallback(run, trial=trial, guard=guard, pruner_name=pruner_name, on_step=on_step)
+        outcome = TrialOutcome(state="failed", reason="", run=run)
+        seconds = outcome.seconds
+        set_seed(self.settings.seed)
+        model = self.method.attach(self.base, peft)
+        trainer: _TimedTrainer | None = None
+        train_start = None
+        try:
+            args, values = self._training_arguments(training_args)
+            run.config.training_args = {**values, "max_steps": args.max_steps}
+            outcome.per_device_train_batch_size = args.per_device_train_batch_size
+            outcome.gradient_accumulation_steps = args.gradient_accumulation_steps
+            trainer = _TimedTrainer(
+                model=model,
+                args=args,
+                train_dataset=self.train_dataset,
+                eval_dataset=self.eval_subset,
+                data_collator=self.collator,
+                callbacks=[callback],
+            )
+            trainer.remove_callback(PrinterCallback)
+            trainer.remove_callback(ProgressCallback)
+            train_start = time.perf_counter()
+            seconds["setup"] = train_start - start
+            trainer.train()
+            self._finish(outcome, callback)
+            seconds["eval"] = trainer.eval_seconds
+            seconds["train"] = time.perf_counter() - train_start - trainer.eval_seconds
+            if keep is not None and outcome.state == "complete" and keep(outcome):
+                full_start = time.perf_counter()
+                outcome.full_eval_loss = self._full_eval_loss(trainer, run)
+                if save_dir is not None:
+                    self.method.save(model, save_dir)
+                    self.tokenizer.save_pretrained(save_dir)
+                    trainer.state.save_to_json(str(Path(save_dir) / "trainer_state.json"))
+                seconds["full_eval"] = time.perf_counter() - full_start
+        except KeyboardInterrupt:
+            self._finish(outcome, callback)
+            outcome.state, outcome.reason = "interrupted", f"interrupted at step {callback.steps_run}"
+        except Exception as exc:  # a trial-level failure must not end the study
+            self._finish(outcome, callback)
+            if is_out_of_memory(exc):
+                outcome.state = "infeasible"
+                outcome.reason = f"out of memory at micro batch {outcome.per_device_train_batch_size}: " + (
+                    _one_line(exc)
+                )
+            else:
+                outcome.state, outcome.reason = "failed", f"{type(exc).__name__}: {_one_line(exc)}"
+        finally:
+            if train_start is not None and "train" not in seconds:
+                eval_seconds = trainer.eval_seconds if trainer is not None else 0.0
+                seconds["eval"] = eval_seconds
+                seconds["train"] = time.perf_counter() - train_start - eval_seconds
+            cleanup_start = time.perf_counter()
+            # Drop the Trainer (optimizer state, gradients, dataloaders) before giving the base back.
+            del trainer
+            self.method.detach(self.base, model)
+            del model
+            release_memory()
+            seconds["cleanup"] = time.perf_counter() - cleanup_start
+        return outcome
+
+    def _full_eval_loss(self, trainer: Trainer, run: RunLog) -> float:
+        """Eval loss of the trained weights on the whole eval split (free when trials already
+        evaluate the whole split: the last evaluation ran at the last step)."""
+        if len(self.eval_subset) == len(self.eval_dataset) and run.has("eval_loss"):
+            series = run.series("eval_loss")
+            if series.steps[-1] == run.last_step:
+                return float(series.values[-1])
+        metrics = trainer.evaluate(eval_dataset=self.eval_dataset, metric_key_prefix="full")
+        return float(metrics["full_loss"])
+
+    def _training_arguments(self, training_args: dict[str, Any]) -> tuple[TrainingArguments, dict[str, Any]]:
+        """The trial's TrainingArguments, and the searched values among them (installed names)."""
+        settings = self.settings
+        values = installed_training_args(training_args, max_micro_batch=self.max_micro_batch)
+        micro = values.get("per_device_train_batch_size", 1)
+        on_cuda = self.device.type == "cuda"
+        fixed = {
+            "output_dir": str(self._scratch),
+            "max_steps": settings.max_steps if settings.max_steps > 0 else -1,
+            "num_train_epochs": settings.epochs,
+            "eval_strategy": "steps",
+            "eval_steps": max(1, settings.eval_every),
+            "logging_strategy": "steps",
+            "logging_steps": 1,
+            # HF replaces NaN / inf losses by the window mean by default; the guard must see them.
+            "logging_nan_inf_filter": False,
+            "save_strategy": "no",
+            "report_to": "none",
+            "disable_tqdm": True,
+            # Evaluation is a large share of a short trial: no logits kept, a larger batch.
+            "prediction_loss_only": True,
+            "per_device_eval_batch_size": max(micro, min(settings.eval_batch_size, 2 * self.max_micro_batch)),
+            "seed": settings.seed,
+            "data_seed": settings.seed,
+            "use_cpu": not on_cuda,
+            "bf16": on_cuda and torch.cuda.is_bf16_supported(),
+            "dataloader_num_workers": 0,
+        }
+        return TrainingArguments(**{**values, **fixed}), values
+
+    def _finish(self, outcome: TrialOutcome, callback: TrialCallback) -> None:
+        outcome.steps_run = callback.steps_run
+        outcome.best_eval_loss, outcome.best_step = callback.best_eval_loss, callback.best_step
+        stop = callback.stop
+        if stop is None:
+            outcome.state, outcome.reason = "complete", f"completed {callback.steps_run} steps"
+        else:
+            outcome.state, outcome.reason, outcome.finding_code = stop.kind, str(stop), stop.code
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA, CPU-allocator and bitsandbytes out-of-memory errors all count."""
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "cannot allocate memory" in text
+
+
+def release_memory() -> None:
+    """Give back what a trial held: Python garbage, the CUDA cache, and glibc's free heap pages
+    (without the last, a CPU worker's resident memory creeps up trial after trial)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def compact_curve(run: RunLog, digits: int = 5) -> str:
+    """The run as ``RunLog.to_dict()`` JSON, numbers rounded and epochs dropped to keep it small."""
+    data = run.to_dict()
+    data["points"] = [
+        {k: (_round(v, digits) if isinstance(v, float) else v) for k, v in point.items() if k != "epoch"}
+        for point in data["points"]
+    ]
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    if value is None or not math.isfinite(value):
+        return value
+    return float(f"{value:.{digits}g}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
