@@ -37,6 +37,8 @@ MAX_EPOCH_LINES = 30
 MAX_EPOCH_LABELS = 12
 # Few points are drawn with markers, so a reader sees where the log actually has values.
 MARKER_LIMIT = 60
+# A finding whose step range covers this much of the panel is about the whole curve.
+WHOLE_RUN_FRACTION = 0.8
 # Margins in inches: room for the epoch labels on top and the step axis below.
 _TOP = 0.28
 _BOTTOM = 0.45
@@ -314,7 +316,11 @@ def _nice_stride(count: int, limit: int) -> int:
 
 
 def _mark_findings(panels: list[_Panel], findings: Sequence[Finding]) -> None:
-    """Shade each finding's step range on every panel; label it with its code on its own panel."""
+    """Mark each finding's step range on the panel of its metric and label it with its code.
+
+    A range that covers most of the run says "the whole curve": shading it would only tint the
+    panel (and muddy the other marks), so it gets a bar along the top edge instead.
+    """
     by_key = {panel.key: panel for panel in panels}
     labels_in_panel: dict[str, int] = {}
     marked = sorted((f for f in findings if f.region), key=lambda f: (f.region[0], f.code))
@@ -324,15 +330,26 @@ def _mark_findings(panels: list[_Panel], findings: Sequence[Finding]) -> None:
             continue
         color = _style.SEVERITY_COLORS.get(finding.severity, _style.GREY)
         home = by_key.get(_panel_of(finding.metric)) or panels[0]
-        for panel in panels:
-            alpha = 0.16 if panel is home else 0.07
-            if last > first:
-                panel.axes.axvspan(first, last, color=color, alpha=alpha, linewidth=0, zorder=0.6)
-            else:
-                panel.axes.axvline(first, color=color, alpha=min(1.0, alpha * 4), linewidth=1.5, zorder=0.6)
+        axes = home.axes
+        low, high = axes.get_xlim()
+        if last - first >= WHOLE_RUN_FRACTION * (high - low):
+            axes.plot(
+                [first, last],
+                [1.0, 1.0],
+                color=color,
+                linewidth=3,
+                solid_capstyle="butt",
+                transform=axes.get_xaxis_transform(),
+                clip_on=False,
+                zorder=4,
+            )
+        elif last > first:
+            axes.axvspan(first, last, color=color, alpha=0.15, linewidth=0, zorder=0.6)
+        else:
+            axes.axvline(first, color=color, alpha=0.7, linewidth=1.5, zorder=0.6)
         slot = labels_in_panel.get(home.key, 0)
         labels_in_panel[home.key] = slot + 1
-        _label_region(home.axes, first, last, finding, color, slot)
+        _label_region(axes, first, last, finding, color, slot)
 
 
 def _label_region(axes: Axes, first: float, last: float, finding: Finding, color: str, slot: int) -> None:

@@ -143,6 +143,14 @@ def test_findings_are_shaded_and_labelled_on_their_panel() -> None:
     assert loss_axes.patches, "the overfitting region is shaded"
 
 
+def test_a_whole_run_finding_gets_a_bar_not_a_tinted_panel() -> None:
+    whole = Finding("STL001", "no-progress", "stalled", "warning", 0.9, "flat", region=(1.0, 200.0))
+    loss_axes = run_figure(make_run(), [whole]).axes[0]
+    assert not loss_axes.patches
+    assert any(line.get_linewidth() == 3 for line in loss_axes.get_lines())
+    assert any("STL001" in text.get_text() for text in loss_axes.texts)
+
+
 def test_max_grad_norm_is_drawn_when_known() -> None:
     run = make_run()
     figure = run_figure(run)
