@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -29,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+@cache
 def _installed_major() -> int:
     try:
         return int(metadata.version("transformers").split(".")[0])

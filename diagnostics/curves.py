@@ -338,4 +338,4 @@ def epoch_step_statistic(steps: np.ndarray, values: np.ndarray, epochs: np.ndarr
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> float:
-    return float(stats.sps.theilslopes(y, x).slope) if len(x) > 1 and np.ptp(x) > 0 else 0.0
+    return stats.theil_sen_slope(x, y)
