@@ -104,6 +104,7 @@ def _read_group(
     root: Path,
     quiet: bool,
 ) -> list[ReadResult]:
+    what = files[0].name if len(files) == 1 else f"{key.name}/"
     try:
         runs = log_format.read(files, column_map)
     except NotALog as reason:
@@ -111,9 +112,9 @@ def _read_group(
     except ReaderError as error:
         return [ReadResult(str(key), log_format.name, None, str(error))]
     except MemoryError:
-        return [ReadResult(str(key), log_format.name, None, f"{key.name} is too large to read in memory")]
+        return [ReadResult(str(key), log_format.name, None, f"{what} is too large to read in memory")]
     except Exception as error:  # a reader bug must not cost the user the other runs
-        message = f"{key.name} could not be read ({type(error).__name__}: {error})".splitlines()[0]
+        message = f"{what} could not be read ({type(error).__name__}: {error})".splitlines()[0]
         return [ReadResult(str(key), log_format.name, None, message)]
     found = finder.for_log(config_dir(files))
     results = []

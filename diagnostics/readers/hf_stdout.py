@@ -276,15 +276,21 @@ def _training_total(run: _Run) -> int | None:
 
 
 def _steps_per_epoch(run: _Run, total: int | None) -> float | None:
-    """From the summary's epoch when the bar finished, else the tightest bound the bar gives."""
+    """From the summary's epoch when the bar finished, else from the bounds the bar gives: a whole
+    number inside them when there is one (it usually is whole), their middle otherwise."""
     if total is None:
         return None
     bar = run.bars[total]
     if run.summary_epoch and bar.max_n == total:
         return total / run.summary_epoch
-    if math.isfinite(bar.upper) and bar.upper >= bar.lower * 0.98:
-        return bar.upper
-    return bar.lower or None
+    lower, upper = bar.lower, bar.upper
+    if not math.isfinite(upper):
+        return lower or None
+    if not lower or lower > upper:
+        return upper
+    whole = round((lower + upper) / 2)
+    inside = lower * (1 - 1e-9) <= whole <= upper * (1 + 1e-9)
+    return float(whole) if inside else (lower + upper) / 2
 
 
 def _to_runlog(run: _Run, source: str) -> RunLog:

@@ -24,9 +24,13 @@ def claims(path: Path, head: bytes, column_map: Mapping[str, str]) -> bool:
     if path.suffix.lower() != ".csv":
         return False
     columns = csv_columns(path, head)
-    return "step" in columns and "epoch" in columns and any(
-        column.endswith(("_step", "_epoch")) or column.startswith(("lr-", "val_", "train_"))
-        for column in columns
+    return (
+        "step" in columns
+        and "epoch" in columns
+        and any(
+            column.endswith(("_step", "_epoch")) or column.startswith(("lr-", "val_", "train_"))
+            for column in columns
+        )
     )
 
 
