@@ -43,6 +43,8 @@ WHOLE_RUN_FRACTION = 0.8
 _TOP = 0.28
 _BOTTOM = 0.45
 _GAP = 0.15
+_LEFT = 0.8
+_LEGEND = 0.24
 
 
 @dataclass
@@ -82,19 +84,27 @@ def run_figure(run: RunLog, findings: Sequence[Finding] = ()) -> Figure:
     if not keys:
         return _empty_figure("nothing to plot: no loss, grad norm or learning rate was logged")
     extra = len(keys) - 1
-    height = _style.MAIN_PANEL_HEIGHT + extra * (_style.EXTRA_PANEL_HEIGHT + _GAP) + _TOP + _BOTTOM
+    # the legend gets a band of its own above the panels, so it never hides a curve
+    top = _TOP + (_LEGEND if keys != ["learning_rate"] else 0.0)
+    height = _style.MAIN_PANEL_HEIGHT + extra * (_style.EXTRA_PANEL_HEIGHT + _GAP) + top + _BOTTOM
     figure = new_figure(_style.FIG_WIDTH, height, layout=None)
     ratios = [_style.MAIN_PANEL_HEIGHT] + [_style.EXTRA_PANEL_HEIGHT] * extra
     with styled():
         grid = figure.subplots(len(keys), 1, sharex=True, squeeze=False, height_ratios=ratios)
         panels = [_Panel(key, axes) for key, axes in zip(keys, grid[:, 0], strict=True)]
+        handles: list[Line2D] = []
+        non_finite = 0
         for panel in panels:
             if panel.key == "loss":
-                _draw_loss(panel.axes, run)
+                handles += _draw_loss(panel.axes, run)
+                non_finite += _mark_non_finite(panel.axes, [run.series(LOSS), run.series(EVAL_LOSS)])
             elif panel.key == "grad_norm":
                 _draw_grad_norm(panel.axes, run)
+                non_finite += _mark_non_finite(panel.axes, [run.series(GRAD_NORM)])
             else:
                 _draw_learning_rate(panel.axes, run)
+        if non_finite:
+            handles.append(_non_finite_handle(non_finite))
         boundaries = _epoch_boundaries(run)
         for panel in panels:
             for _, step in boundaries:
@@ -104,7 +114,18 @@ def run_figure(run: RunLog, findings: Sequence[Finding] = ()) -> Figure:
         _label_epochs(panels[0].axes, boundaries)
         _mark_findings(panels, findings)
         panels[-1].axes.set_xlabel("step")
-        place_axes(figure, len(panels), left=0.8, right=0.15, top=_TOP, bottom=_BOTTOM, gap=_GAP)
+        place_axes(figure, len(panels), left=_LEFT, right=0.15, top=top, bottom=_BOTTOM, gap=_GAP)
+        if handles:
+            figure.legend(
+                handles=handles,
+                loc="upper left",
+                bbox_to_anchor=(_LEFT / _style.FIG_WIDTH, 1 - 0.03 / height),
+                ncol=len(handles),
+                frameon=False,
+                borderaxespad=0,
+                handlelength=1.8,
+                columnspacing=1.6,
+            )
     return figure
 
 
@@ -117,9 +138,9 @@ def _empty_figure(text: str) -> Figure:
     return figure
 
 
-def _draw_loss(axes: Axes, run: RunLog) -> None:
+def _draw_loss(axes: Axes, run: RunLog) -> list[Line2D]:
     train, evaluation = run.series(LOSS), run.series(EVAL_LOSS)
-    handles: list = []
+    handles: list[Line2D] = []
     if len(train):
         finite = train.finite
         raw_x, raw_y = minmax_downsample(finite.steps, finite.values, _style.MAX_DRAWN_POINTS)
@@ -157,13 +178,9 @@ def _draw_loss(axes: Axes, run: RunLog) -> None:
             zorder=3,
         )
         handles.append(line)
-    non_finite = _mark_non_finite(axes, [train, evaluation])
-    if non_finite:
-        handles.append(non_finite)
     _choose_y_scale(axes, [train, evaluation], max_ticks=8)
     axes.set_ylabel("loss")
-    if handles:
-        axes.legend(handles=handles, loc="best")
+    return handles
 
 
 def _draw_grad_norm(axes: Axes, run: RunLog) -> None:
@@ -178,7 +195,6 @@ def _draw_grad_norm(axes: Axes, run: RunLog) -> None:
         marker="o" if len(x) <= MARKER_LIMIT else None,
         markersize=2.5,
     )
-    non_finite = _mark_non_finite(axes, [series])
     limit = _max_grad_norm(run)
     if limit is not None:
         axes.axhline(limit, color=_style.THRESHOLD, linestyle="--", linewidth=1.0, zorder=2.5)
@@ -196,8 +212,6 @@ def _draw_grad_norm(axes: Axes, run: RunLog) -> None:
         )
     _choose_y_scale(axes, [series], extra=[limit] if limit else [], max_ticks=4)
     axes.set_ylabel("grad norm")
-    if non_finite:
-        axes.legend(handles=[non_finite], loc="best")
 
 
 def _draw_learning_rate(axes: Axes, run: RunLog) -> None:
@@ -228,25 +242,33 @@ def _max_grad_norm(run: RunLog) -> float | None:
     return float(value) if math.isfinite(value) and value > 0 else None
 
 
-def _mark_non_finite(axes: Axes, series_list: Sequence[Series]) -> Line2D | None:
-    """NaN / inf points as red crosses on the top edge of the panel, where no value can be drawn."""
+def _mark_non_finite(axes: Axes, series_list: Sequence[Series]) -> int:
+    """NaN / inf points as crosses on the top edge of the panel, where no value can be drawn;
+    returns how many there are."""
     steps = np.concatenate([s.steps[~np.isfinite(s.values)] for s in series_list if len(s)] or [np.empty(0)])
-    if not len(steps):
-        return None
-    (marks,) = axes.plot(
-        steps,
-        np.ones_like(steps),
-        linestyle="none",
-        marker="x",
-        markersize=6,
-        markeredgewidth=1.6,
-        color=_style.NON_FINITE,
-        transform=axes.get_xaxis_transform(),
-        clip_on=False,
-        zorder=5,
-        label=f"NaN / inf ({len(steps)})",
-    )
-    return marks
+    if len(steps):
+        axes.plot(
+            steps,
+            np.ones_like(steps),
+            transform=axes.get_xaxis_transform(),
+            clip_on=False,
+            zorder=5,
+            **_NON_FINITE_STYLE,
+        )
+    return len(steps)
+
+
+def _non_finite_handle(count: int) -> Line2D:
+    return Line2D([], [], label=f"NaN / inf ({count})", **_NON_FINITE_STYLE)
+
+
+_NON_FINITE_STYLE = {
+    "linestyle": "none",
+    "marker": "x",
+    "markersize": 6,
+    "markeredgewidth": 1.6,
+    "color": _style.NON_FINITE,
+}
 
 
 def _choose_y_scale(

@@ -165,9 +165,12 @@ def test_non_finite_values_are_marked_not_fatal() -> None:
     run.add(60, loss=math.inf, grad_norm=math.nan)
     run.add(200, eval_loss=math.nan)
     figure = run_figure(run)
-    labels = [line.get_label() for line in figure.axes[0].get_lines()]
-    assert "NaN / inf (3)" in labels
-    assert "NaN / inf (1)" in [line.get_label() for line in figure.axes[1].get_lines()]
+    assert "NaN / inf (4)" in [text.get_text() for text in figure.legends[0].get_texts()]
+    crosses = [
+        [len(line.get_xdata()) for line in axes.get_lines() if line.get_marker() == "x"]
+        for axes in figure.axes
+    ]
+    assert crosses == [[3], [1], []]
     assert plot_run(run).startswith(b"\x89PNG")
 
     all_nan = RunLog(source="all-nan")
