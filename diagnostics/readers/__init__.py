@@ -116,7 +116,7 @@ def _read_group(
     except Exception as error:  # a reader bug must not cost the user the other runs
         message = f"{what} could not be read ({type(error).__name__}: {error})".splitlines()[0]
         return [ReadResult(str(key), log_format.name, None, message)]
-    found = finder.for_log(config_dir(files))
+    found = finder.for_log(config_dir(files), with_state=log_format is not trainer_state.FORMAT)
     results = []
     for run in runs:
         run.config.merge(found)

@@ -68,9 +68,11 @@ class ConfigFinder:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._cache: dict[Path, tuple[RunConfig, _Evidence]] = {}
+        self._states: dict[Path, RunConfig] = {}
 
-    def for_log(self, log_dir: Path) -> RunConfig:
-        """The configuration found in ``log_dir`` and its parents (at most 3 up, never above root)."""
+    def for_log(self, log_dir: Path, with_state: bool = True) -> RunConfig:
+        """The configuration found in ``log_dir`` and its parents (at most 3 up, never above root).
+        ``with_state=False`` leaves out trainer_state.json (a trainer_state run has read its own)."""
         config = RunConfig()
         evidence = _Evidence()
         directory = log_dir
@@ -78,6 +80,8 @@ class ConfigFinder:
             found, found_evidence = self._read_dir(directory)
             config.merge(found)
             _merge_evidence(evidence, found_evidence)
+            if with_state:
+                config.merge(self._read_state(directory))
             if directory == self.root or self.root not in directory.parents:
                 break
             directory = directory.parent
@@ -88,6 +92,13 @@ class ConfigFinder:
         cached = self._cache.get(directory)
         if cached is None:
             cached = self._cache[directory] = _read_dir(directory)
+        return cached
+
+    def _read_state(self, directory: Path) -> RunConfig:
+        cached = self._states.get(directory)
+        if cached is None:
+            state = _load_json(directory / "trainer_state.json")
+            cached = self._states[directory] = state_config(state) if state else RunConfig()
         return cached
 
 
@@ -114,9 +125,6 @@ def _read_dir(directory: Path) -> tuple[RunConfig, _Evidence]:
         config.transformers_version = _text(model.get("transformers_version"))
         evidence.four_bit |= _says_four_bit(model)
         evidence.model_weights = True
-    state = _load_json(directory / "trainer_state.json")
-    if state:
-        config.merge(state_config(state))
     for found in (adapter, args, llamafactory):
         if found and not config.transformers_version:
             config.transformers_version = _text(found.get("transformers_version"))
