@@ -163,7 +163,7 @@ def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
         load_if_exists=True,
     )
     _check_resume(study, settings, space)
-    worker, model_info, data_info = load_worker(settings, method)
+    worker, model_info, data_info = load_worker(settings, method, space)
     _record_study_attrs(study, settings, space, sampler_text, model_info, data_info)
     result = StudyResult(name, url, out, counts=StudyCounts.of(study, settings.n_trials))
     objective = _Objective(study, space, worker, settings, out, view)
@@ -179,13 +179,20 @@ def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
     return result
 
 
-def load_worker(settings: StudySettings, method: Method) -> tuple[Worker, Any, Any]:
+def load_worker(settings: StudySettings, method: Method, space: SearchSpace) -> tuple[Worker, Any, Any]:
     """Load the base model (quantised for QLoRA) and the tokenised data, once per process."""
     from tuner._data import load_tokenized
     from tuner._model import load_base_model
 
+    quantization = space.defaults().quantization
+    searched = sorted(set(quantization) & set(space.distributions()))
+    if searched:
+        raise StudyError(
+            f"{space.label}: {searched[0]}: quantization settings must be fixed (the base is quantised "
+            "once per worker); run one study per setting"
+        )
     base, tokenizer, model_info = load_base_model(
-        settings.model, method=settings.method, device=settings.device
+        settings.model, method=settings.method, device=settings.device, quantization=quantization or None
     )
     train, evaluation, data_info = load_tokenized(
         settings.dataset,
