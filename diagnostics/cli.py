@@ -179,7 +179,7 @@ def _exit_code(results: list[Diagnosis | RunFailure], fail_on: FailOn) -> int:
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True).print(Text.assemble(("error: ", "bold red"), message))
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), message))
     raise typer.Exit(2)
 
 
