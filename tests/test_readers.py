@@ -138,6 +138,15 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     assert only(read_runs(tmp_path)).run.last_step == 40
 
 
+def test_a_bare_log_history_list(tmp_path):
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps([*train_records(30), {"step": 30, "epoch": 0.3, "eval_loss": 1.9}]))
+    result = read_file(path)
+    assert result.format == "trainer_state"
+    assert result.run.series("loss").steps.tolist() == [10, 20, 30]
+    assert result.run.series("eval_loss").values.tolist() == [1.9]
+
+
 # --- configuration beside the log ---------------------------------------------------------------
 
 

@@ -5,7 +5,8 @@ trainer logged; eval records give ``eval_*``; ``predict_*`` / ``test_*`` records
 placed at the step before them. The end-of-run summary (``train_loss`` + ``train_runtime``, no
 ``loss``) is skipped: it is a mean over the run, not a point of the curve. Several
 ``checkpoint-N/trainer_state.json`` of one output directory are one run: the state with the highest
-``global_step`` wins (it carries the whole history, resumed runs included).
+``global_step`` wins (it carries the whole history, resumed runs included). A ``.json`` file holding
+only the list (``json.dump(trainer.state.log_history, f)``) is read the same way.
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ _SKIP = frozenset({"step", "epoch"})
 def claims(path: Path, head: bytes, column_map: Mapping[str, str]) -> bool:
     if path.name.endswith("trainer_state.json"):
         return True
-    return path.suffix == ".json" and b'"log_history"' in head
+    if path.suffix != ".json":
+        return False
+    # A whole state, or `json.dump(trainer.state.log_history, f)`: a bare list of Trainer records.
+    bare_history = head.lstrip().startswith(b"[") and b'"step"' in head and b'loss"' in head
+    return b'"log_history"' in head or bare_history
 
 
 def run_key(path: Path) -> Path:
@@ -101,6 +106,8 @@ def load(path: Path) -> dict[str, Any]:
         raise ReaderError(
             f"{what} is not valid JSON ({hint}: {error.msg} at line {error.lineno}, column {error.colno})"
         ) from None
+    if isinstance(data, list) and all(isinstance(record, dict) for record in data):
+        data = {"log_history": data}
     if not isinstance(data, dict) or not isinstance(data.get("log_history"), list):
         raise ReaderError(f"{what} is not a trainer state (no 'log_history' list)")
     return data
