@@ -18,6 +18,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 from reports import _style
 
@@ -73,15 +74,26 @@ def styled() -> Iterator[None]:
             _style_depth.value = 0
 
 
-def figure_to_png_bytes(figure: Figure, *, dpi: int | None = None) -> bytes:
-    """The figure as PNG bytes. A figure made through pyplot is closed afterwards."""
+def figure_to_png_bytes(figure: Figure, *, dpi: int | None = None, palette: bool = True) -> bytes:
+    """The figure as PNG bytes. A figure made through pyplot is closed afterwards.
+
+    ``palette`` stores the image with at most 256 colours: line plots look the same and the file
+    is 3-4x smaller, which matters when fifty of them are inlined into one HTML file. Pass
+    ``palette=False`` for figures with smooth colour gradients (colour maps, images).
+    """
     buffer = io.BytesIO()
     with styled():
         figure.savefig(buffer, format="png", dpi=dpi or _style.DPI, metadata={"Software": None})
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
         pyplot.close(figure)  # a no-op for figures pyplot does not manage
-    return buffer.getvalue()
+    if not palette:
+        return buffer.getvalue()
+    image = Image.open(buffer).convert("RGB")
+    indexed = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    compact = io.BytesIO()
+    indexed.save(compact, format="PNG", optimize=True)
+    return compact.getvalue()
 
 
 def to_data_uri(png: bytes, mime: str = "image/png") -> str:

@@ -20,6 +20,14 @@ TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_DIAGNOSIS_TITLE = "Training run diagnosis"
 IMAGE_FOLDER = "report_files"
 
+FIGURE_NOTE = (
+    f"How to read the figures: train loss as logged (light blue) and smoothed (dark blue, TensorBoard's "
+    f"debiased EMA, weight {EMA_WEIGHT}); eval loss in orange. A shaded band is the step range a finding "
+    "is about, a bar along the top edge a finding about the whole curve, each labelled with its code "
+    "(✖ error, ▲ warning, ● info). Dashed verticals are epoch boundaries; red ✕ on a panel's top edge "
+    "are NaN / inf values."
+)
+
 # Conditions with a colour of their own; anything else (a future condition) gets the neutral one.
 _BADGE_NAMES = (*_style.CONDITION_COLORS, "error", "other")
 
@@ -50,7 +58,7 @@ def environment() -> jinja2.Environment:
         mono_stack=Markup(_style.MONO_STACK),
         badge_names=_BADGE_NAMES,
         severity_names=tuple(_style.SEVERITY_COLORS),
-        ema_weight=EMA_WEIGHT,
+        figure_note=FIGURE_NOTE,
     )
     return env
 

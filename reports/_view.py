@@ -200,7 +200,7 @@ def run_facts(run: RunLog) -> list[tuple[str, str]]:
             steps += f" of {run.planned_steps:,} planned"
         facts.append(("steps", steps))
         epochs = [p.epoch for p in run.points if p.epoch is not None and math.isfinite(p.epoch)]
-        if epochs:
+        if epochs and max(epochs) > 0:
             facts.append(("epochs", format_value(max(epochs))))
         losses = run.series(LOSS).finite
         if len(losses):
