@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal sample times this estimates its standard deviation
+# Mann-Kendall and Theil-Sen compare every pair of points; longer series are averaged into this
+# many buckets first (averaging also removes batch noise, as a longer logging interval would).
+MAX_PAIRWISE_POINTS = 300
 
 
 def ema(values: np.ndarray, weight: float = 0.6) -> np.ndarray:
@@ -96,7 +99,7 @@ class Trend:
 def trend(x: np.ndarray, y: np.ndarray) -> Trend | None:
     """Mann-Kendall (Hamed-Rao) test plus Theil-Sen slope; ``None`` below 4 points."""
     keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
+    x, y = bucket_means(x[keep], y[keep], MAX_PAIRWISE_POINTS)
     n = len(y)
     if n < 4:
         return None
@@ -122,6 +125,8 @@ def theil_sen_slope(x: np.ndarray, y: np.ndarray) -> float:
     """
     if len(x) < 2:
         return 0.0
+    if len(x) > MAX_PAIRWISE_POINTS:  # pairwise work is quadratic: average into buckets first
+        x, y = bucket_means(x, y, MAX_PAIRWISE_POINTS)
     dx = x[None, :] - x[:, None]
     dy = y[None, :] - y[:, None]
     upper = np.triu(np.ones_like(dx, dtype=bool), 1) & (dx != 0)
