@@ -301,6 +301,20 @@ def test_two_trainings_in_one_file_are_two_runs(tmp_path):
     assert read_file(path).run.series("loss").values[0] == pytest.approx(1.9)
 
 
+def test_notebook_outputs(tmp_path):
+    bar = "\r{}%|#####     | {}/20 [00:05<00:05,  2.00it/s]"
+    outputs = [
+        {"output_type": "stream", "name": "stderr", "text": [bar.format(" 50", 10)]},
+        {"output_type": "stream", "name": "stdout", "text": ["{'loss': 2.5, 'epoch': 0.5}\n"]},
+        {"output_type": "stream", "name": "stderr", "text": [bar.format(" 50", 10) + bar.format("100", 20)]},
+        {"output_type": "stream", "name": "stdout", "text": ["{'loss': 2.0, 'epoch': 1.0}\n"]},
+    ]
+    path = tmp_path / "finetune.ipynb"
+    path.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": outputs}]}, indent=1))
+    run = read_file(path).run
+    assert run.series("loss").steps.tolist() == [10, 20] and run.planned_steps == 20
+
+
 def test_markdown_without_trainer_lines_is_not_a_log(tmp_path):
     (tmp_path / "README.md").write_text("# Notes\n{'r': 8}\nnothing to see\n")
     assert read_runs(tmp_path) == []

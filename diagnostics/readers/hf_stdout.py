@@ -4,9 +4,9 @@ Lines such as ``{'loss': 1.23, 'grad_norm': 0.5, 'learning_rate': 2e-4, 'epoch':
 step, so steps are derived, best evidence first:
 
 1. the training progress bar (``34/204 [01:03<05:30, 1.94s/it]``) gives the planned total steps;
-   with the epoch of the end-of-run summary (a finished bar) or the bar redrawn right after a
-   printed dict (tqdm redraws it with the current step), it gives the steps per epoch, and then
-   ``step = round(epoch * steps_per_epoch)``;
+   with the epoch of the end-of-run summary (a finished bar), or with the bars drawn just before
+   and just after printed dicts (which bound the step of each dict), it gives the steps per epoch,
+   and then ``step = round(epoch * steps_per_epoch)``;
 2. otherwise the ordinal of the train record (1, 2, 3...), with eval records at the step of the
    train record before them.
 
@@ -42,8 +42,9 @@ from diagnostics.runlog import RunLog
 
 NAME = "hf_stdout"
 TEXT_SUFFIXES = frozenset({".txt", ".log", ".md", ".out", ".err", ".ipynb", ".text", ".stdout", ""})
-# Trainer dicts are flat; the length cap keeps literal_eval away from pathological input.
+# Named like a log: binary content or an empty file there is an error, not a file to skip.
 _LOG_SUFFIXES = frozenset({".log", ".out", ".err", ".txt"})
+# Trainer dicts are flat; the length cap keeps literal_eval away from pathological input.
 _DICT = re.compile(r"\{[ \t]*['\"][A-Za-z_][^{}\r\n]{0,4000}\}")
 # A tqdm bar, `45%|####  | 34/204 [` or Colab's `45% 34/204 [`, giving (n, total). tqdm writes
 # `desc: {percentage:3.0f}%|...`; the Trainer's own bars (train and eval) have no description, so a
