@@ -121,21 +121,3 @@ def minmax_downsample(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np
     highs = offsets + np.nanargmax(rows[valid], axis=1)
     keep = np.unique(np.concatenate([lows, highs, [0, n - 1]]))
     return x[keep], y[keep]
-
-
-def debiased_ema(values: np.ndarray, weight: float = 0.6) -> np.ndarray:
-    """TensorBoard's smoothing: ``last = last*w + (1-w)*y; n += 1; smoothed = last / (1 - w**n)``.
-
-    Non-finite values pass through unchanged and do not enter the average.
-    """
-    smoothed = np.empty(len(values), dtype=float)
-    last = 0.0
-    count = 0
-    for i, value in enumerate(np.asarray(values, dtype=float)):
-        if not np.isfinite(value):
-            smoothed[i] = value
-            continue
-        last = last * weight + (1 - weight) * value
-        count += 1
-        smoothed[i] = last / (1 - weight**count)
-    return smoothed

@@ -16,11 +16,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from diagnostics import stats
 from diagnostics.findings import Diagnosis, Finding
 from diagnostics.runlog import EVAL_LOSS, GRAD_NORM, LEARNING_RATE, LOSS, RunLog, Series
 from reports import _style
 from reports._figures import (
-    debiased_ema,
     figure_to_png_bytes,
     minmax_downsample,
     new_figure,
@@ -156,7 +156,7 @@ def _draw_loss(axes: Axes, run: RunLog) -> list[Line2D]:
         )
         handles.append(raw)
         if len(finite) >= 5:
-            smooth = debiased_ema(finite.values, EMA_WEIGHT)
+            smooth = stats.ema(finite.values, EMA_WEIGHT)
             sx, sy = minmax_downsample(finite.steps, smooth, _style.MAX_DRAWN_POINTS)
             (line,) = axes.plot(
                 sx, sy, color=_style.TRAIN_SMOOTH, linewidth=1.8, label="train loss, smoothed"
@@ -291,25 +291,21 @@ def _choose_y_scale(
 
 
 def _epoch_boundaries(run: RunLog) -> list[tuple[int, float]]:
-    """(epoch, step) where a new epoch starts (interpolated between logged points), thinned out
-    to every n-th epoch when there are many."""
-    pairs = sorted((p.step, p.epoch) for p in run.points if p.epoch is not None and math.isfinite(p.epoch))
-    if len(pairs) < 2:
+    """(epoch, step) where a new epoch starts, thinned out to every n-th epoch when there are many.
+
+    The same boundaries the rules use (``diagnostics.stats.epoch_boundaries`` on the train loss), so
+    a finding about a drop "at the epoch boundary" sits on the drawn line.
+    """
+    series = run.series(LOSS) if run.has(LOSS) else run.series(EVAL_LOSS)
+    known = np.isfinite(series.epochs)
+    steps = stats.epoch_boundaries(series.steps, series.epochs)
+    if not steps:
         return []
-    steps = np.array([s for s, _ in pairs], dtype=float)
-    epochs = np.maximum.accumulate(np.array([e for _, e in pairs], dtype=float))
-    last_epoch = math.floor(epochs[-1])
-    if last_epoch < 1:
-        return []
-    stride = _nice_stride(last_epoch, MAX_EPOCH_LINES)
-    boundaries = []
-    for epoch in range(stride, last_epoch + 1, stride):
-        if epoch <= epochs[0]:
-            continue
-        step = float(np.interp(epoch, epochs, steps))
-        if steps[0] < step < steps[-1]:
-            boundaries.append((epoch, step))
-    return boundaries
+    first_epoch = math.floor(series.epochs[known][0]) + 1
+    numbered = [(first_epoch + i, step) for i, step in enumerate(steps)]
+    inside = [(epoch, step) for epoch, step in numbered if series.steps[0] < step < series.steps[-1]]
+    stride = _nice_stride(len(numbered), MAX_EPOCH_LINES)
+    return [(epoch, step) for epoch, step in inside if stride == 1 or epoch % stride == 0]
 
 
 def _label_epochs(axes: Axes, boundaries: list[tuple[int, float]]) -> None:

@@ -26,7 +26,7 @@ from reports import (
     run_figure,
     to_data_uri,
 )
-from reports._figures import debiased_ema, minmax_downsample
+from reports._figures import minmax_downsample
 from reports._render import markdown_text
 
 PNG_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -212,16 +212,17 @@ def test_run_without_any_metric_still_gives_a_png() -> None:
     assert plot_run(RunLog(source="empty")).startswith(b"\x89PNG")
 
 
-def test_ema_is_tensorboards_debiased_form() -> None:
-    values = np.array([1.0, 2.0, math.nan, 3.0])
+def test_the_smoothed_curve_is_tensorboards_debiased_ema() -> None:
+    run = RunLog(source="ema")
+    for step, loss in enumerate([1.0, 2.0, 3.0, 2.0, 1.0, 2.0], start=1):
+        run.add(step, loss=loss)
+    lines = run_figure(run).axes[0].get_lines()
+    smoothed = next(line for line in lines if line.get_label().endswith("smoothed"))
     expected, last = [], 0.0
-    for n, y in enumerate((1.0, 2.0, 3.0), start=1):
+    for n, y in enumerate([1.0, 2.0, 3.0, 2.0, 1.0, 2.0], start=1):
         last = last * 0.6 + 0.4 * y
         expected.append(last / (1 - 0.6**n))
-    smoothed = debiased_ema(values, 0.6)
-    assert smoothed[0] == pytest.approx(1.0)
-    assert smoothed[[0, 1, 3]] == pytest.approx(expected)
-    assert math.isnan(smoothed[2])
+    assert list(smoothed.get_ydata()) == pytest.approx(expected)
 
 
 def test_downsampling_keeps_spikes_and_ends() -> None:
