@@ -78,6 +78,7 @@ def render_diagnosis_markdown(
     """Write ``out_dir/report.md`` and its figures as ``out_dir/report_files/<run>.png`` (linked
     relatively, so the folder can be moved or committed as is); returns the Markdown path."""
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     images = out_dir / IMAGE_FOLDER
     views = run_views(results)
     for view in views:

@@ -401,6 +401,26 @@ def test_markdown_cells_escape_pipes_newlines_and_html(tmp_path: Path) -> None:
     assert "loss \\| eval<br>second line" in text
 
 
+def test_markdown_of_unreadable_runs_only(tmp_path: Path) -> None:
+    unreadable = [RunError("a.json", "trainer_state", "empty")]
+    report = render_diagnosis_markdown(unreadable, tmp_path / "new" / "dir")
+    assert "> empty" in report.read_text(encoding="utf-8")
+    assert not (report.parent / "report_files").exists()
+
+
+def test_macros_escape_cells_but_keep_markup() -> None:
+    """The building blocks a second report (the tuning study) reuses."""
+    from reports._render import environment
+
+    ui = environment().get_template("macros.html").module
+    columns = [("Trial", ""), ("Loss", "num")]
+    html = str(ui.table(columns, [[EVIL, 1.25], [ui.badge("overfitting"), 2]]))
+    assert "&lt;script&gt;" in html and "<script>" not in html
+    assert '<span class="badge cond-overfitting">' in html
+    assert '<td class="num">1.25</td>' in html
+    assert 'class="badge cond-other"' in str(ui.badge('"><b>new-condition'))
+
+
 def test_markdown_text_escaping() -> None:
     assert markdown_text("a|b") == "a\\|b"
     assert markdown_text("<b>x</b>") == "&lt;b>x&lt;/b>"
