@@ -93,7 +93,8 @@ class CurveStats:
     def finished(self) -> bool:
         """Whether the log reaches the planned end (a checkpoint of a longer run has not)."""
         planned = self.run.planned_steps
-        return planned is None or self.last_step >= 0.95 * planned
+        reached = max(self.last_step, float(self.run.trained_steps or 0))
+        return planned is None or reached >= 0.95 * planned
 
     def x_of(self, steps: np.ndarray) -> np.ndarray:
         """Run fraction of each step over the logged span (0 = first log, 1 = last log)."""

@@ -119,6 +119,9 @@ class RunLog:
     points: list[LogPoint] = field(default_factory=list, repr=False)
     config: RunConfig = field(default_factory=RunConfig)
     name: str | None = None
+    # The optimizer step the run reached (TrainerState.global_step) when the log says: the last
+    # logged point can be earlier (the end-of-run summary is not a point of the curve).
+    trained_steps: int | None = None
 
     def __post_init__(self) -> None:
         self._cache: dict[str, Series] = {}
@@ -191,6 +194,7 @@ class RunLog:
             "source": self.source,
             "format": self.format,
             "name": self.name,
+            "trained_steps": self.trained_steps,
             "config": {
                 "training_args": self.config.training_args,
                 "peft": self.config.peft,
@@ -211,6 +215,7 @@ class RunLog:
             source=data["source"],
             format=data.get("format", "unknown"),
             name=data.get("name"),
+            trained_steps=data.get("trained_steps"),
             config=RunConfig(
                 training_args=dict(cfg.get("training_args") or {}),
                 peft=dict(cfg.get("peft") or {}),

@@ -64,6 +64,8 @@ def read(paths: Sequence[Path], column_map: Mapping[str, str] | None = None) -> 
     run = RunLog(source=str(source), format=NAME)
     run.extend(_points(state, _label(chosen)))
     run.config.merge(state_config(state))
+    if _global_step(state):
+        run.trained_steps = int(_global_step(state))
     return [require_loss(run, _label(chosen))]
 
 
