@@ -98,7 +98,9 @@ class DiagnosticsCallback(TrainerCallback):
 
 def _log_finding(finding: Finding) -> None:
     fixes = "; ".join(str(fix) for fix in finding.fixes)
-    logger.warning("%s %s: %s%s", finding.code, finding.condition, finding.message, f" -> {fixes}" if fixes else "")
+    logger.warning(
+        "%s %s: %s%s", finding.code, finding.condition, finding.message, f" -> {fixes}" if fixes else ""
+    )
 
 
 def _is_number(value: Any) -> bool:
@@ -109,7 +111,9 @@ def _is_number(value: Any) -> bool:
 def _config_of(args, state, model) -> RunConfig:
     import transformers
 
-    training_args = {name: getattr(args, name) for name in TRAINING_ARGS if getattr(args, name, None) is not None}
+    training_args = {
+        name: getattr(args, name) for name in TRAINING_ARGS if getattr(args, name, None) is not None
+    }
     training_args = {k: (v.value if hasattr(v, "value") else v) for k, v in training_args.items()}
     if getattr(state, "max_steps", 0):
         training_args["max_steps"] = state.max_steps
@@ -121,7 +125,9 @@ def _config_of(args, state, model) -> RunConfig:
         peft = {f: _plain(getattr(config, f)) for f in PEFT_FIELDS if getattr(config, f, None) is not None}
         kind = str(peft.get("peft_type", "")).lower()
         method = "ia3" if "ia3" in kind else ("dora" if peft.get("use_dora") else "lora")
-        if getattr(model, "is_loaded_in_4bit", False) or getattr(getattr(model, "base_model", None), "is_loaded_in_4bit", False):
+        if getattr(model, "is_loaded_in_4bit", False) or getattr(
+            getattr(model, "base_model", None), "is_loaded_in_4bit", False
+        ):
             method = "qlora"
     model_name = getattr(getattr(model, "config", None), "_name_or_path", None)
     return RunConfig(training_args, peft, method, model_name, transformers.__version__)

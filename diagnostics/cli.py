@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -20,14 +20,14 @@ from diagnostics.rules import ALL_RULES, RULES_BY_CODE, UnknownRuleError
 app = typer.Typer(add_completion=False, rich_markup_mode="rich")
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     json = "json"
     md = "md"
     html = "html"
 
 
-class FailOn(str, Enum):
+class FailOn(StrEnum):
     warning = "warning"
     error = "error"
     never = "never"
@@ -54,16 +54,23 @@ def _column_map(values: list[str] | None) -> dict[str, str]:
 @app.command()
 def main(
     path: Annotated[
-        Path | None, typer.Argument(help="A log file or a folder of runs (searched recursively).", show_default=False)
+        Path | None,
+        typer.Argument(help="A log file or a folder of runs (searched recursively).", show_default=False),
     ] = None,
     output_format: Annotated[
         OutputFormat,
-        typer.Option("--format", "-f", help="table (terminal), json (stdout), md or html (a report, see --out)."),
+        typer.Option(
+            "--format", "-f", help="table (terminal), json (stdout), md or html (a report, see --out)."
+        ),
     ] = OutputFormat.table,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Where md/html reports go: a folder for md, a file for html. "
-                     "Default: ./diagnose_report/ and ./diagnose_report.html."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where md/html reports go: a folder for md, a file for html. "
+            "Default: ./diagnose_report/ and ./diagnose_report.html.",
+        ),
     ] = None,
     select: Annotated[
         list[str] | None, typer.Option(help="Only these rule codes or prefixes, e.g. DIV,OVF001.")
@@ -74,7 +81,9 @@ def main(
     ] = FailOn.never,
     column_map: Annotated[
         list[str] | None,
-        typer.Option(help="Map your CSV/JSONL/TensorBoard column names to ours: 'train/loss=loss,val/loss=eval_loss'."),
+        typer.Option(
+            help="Map your CSV/JSONL/TensorBoard column names to ours: 'train/loss=loss,val/loss=eval_loss'."
+        ),
     ] = None,
     explain: Annotated[
         str | None, typer.Option(help="Print the explanation of one rule code and exit.", show_default=False)
@@ -125,7 +134,9 @@ def main(
     raise typer.Exit(_exit_code(results, fail_on))
 
 
-def _write_report(results: list[Diagnosis | RunFailure], output_format: OutputFormat, out: Path | None) -> Path:
+def _write_report(
+    results: list[Diagnosis | RunFailure], output_format: OutputFormat, out: Path | None
+) -> Path:
     from reports import render_diagnosis_html, render_diagnosis_markdown
 
     title = "Training-run diagnosis"
@@ -173,7 +184,9 @@ def _exit_code(results: list[Diagnosis | RunFailure], fail_on: FailOn) -> int:
         return 0
     threshold = SEVERITIES.index(fail_on.value)
     for result in results:
-        if isinstance(result, Diagnosis) and any(SEVERITIES.index(f.severity) >= threshold for f in result.findings):
+        if isinstance(result, Diagnosis) and any(
+            SEVERITIES.index(f.severity) >= threshold for f in result.findings
+        ):
             return 1
     return 0
 

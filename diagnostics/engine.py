@@ -85,5 +85,7 @@ def diagnose_path(
         try:
             results.append(diagnose(read.run, rules=rules))
         except Exception as error:  # a bug in one rule must not cost the user every other run
-            results.append(RunFailure(read.source, read.format, f"diagnosis failed: {type(error).__name__}: {error}"))
+            results.append(
+                RunFailure(read.source, read.format, f"diagnosis failed: {type(error).__name__}: {error}")
+            )
     return results

@@ -52,7 +52,13 @@ class Fix:
     source: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"param": self.param, "from": self.from_, "to": self.to, "why": self.why, "source": self.source}
+        return {
+            "param": self.param,
+            "from": self.from_,
+            "to": self.to,
+            "why": self.why,
+            "source": self.source,
+        }
 
     def __str__(self) -> str:
         return f"{self.param} {_show(self.from_)} -> {_show(self.to)}"

@@ -11,6 +11,7 @@ slopes (``scipy.stats.theilslopes``); PELT change points (``ruptures``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -67,8 +68,8 @@ def bucket_means(x: np.ndarray, y: np.ndarray, max_points: int = 200) -> tuple[n
     if n <= max_points:
         return x, y
     edges = np.linspace(0, n, max_points + 1).astype(int)
-    xs = np.array([x[a:b].mean() for a, b in zip(edges[:-1], edges[1:], strict=True)])
-    ys = np.array([y[a:b].mean() for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    xs = np.array([x[a:b].mean() for a, b in itertools.pairwise(edges)])
+    ys = np.array([y[a:b].mean() for a, b in itertools.pairwise(edges)])
     return xs, ys
 
 

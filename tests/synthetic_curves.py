@@ -47,7 +47,9 @@ def build(
     """A run whose training loss at run fraction x is ``train_curve(x)`` (times noise)."""
     rng = np.random.default_rng(seed)
     run = RunLog(source=name, format="synthetic", name=name)
-    run.config.training_args.update({"max_steps": total, "num_train_epochs": epochs, "logging_steps": LOG_EVERY})
+    run.config.training_args.update(
+        {"max_steps": total, "num_train_epochs": epochs, "logging_steps": LOG_EVERY}
+    )
     last = logged_until or total
     for step in range(LOG_EVERY, last + 1, LOG_EVERY):
         x = step / total
@@ -125,8 +127,14 @@ def too_slow(seed: int = 0) -> RunLog:
 
 def too_slow_checkpoint(seed: int = 0) -> RunLog:
     # A checkpoint at 25% of a planned 4,000 steps, still descending.
-    return build(lambda x: 3.0 * math.exp(-1.5 * x), total=4000, logged_until=1000, seed=seed,
-                 schedule="cosine", name="too-slow-checkpoint")
+    return build(
+        lambda x: 3.0 * math.exp(-1.5 * x),
+        total=4000,
+        logged_until=1000,
+        seed=seed,
+        schedule="cosine",
+        name="too-slow-checkpoint",
+    )
 
 
 def memorizing_staircase(seed: int = 0) -> RunLog:

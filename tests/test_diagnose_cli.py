@@ -23,7 +23,9 @@ def write_trainer_state(path: Path, run) -> None:
     history = []
     for point in run.points:
         record = {"step": point.step, "epoch": point.epoch, **point.metrics}
-        history.append({k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()})
+        history.append(
+            {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"global_step": run.last_step, "max_steps": run.planned_steps, "log_history": history})
     # JSON has no NaN literal; HF writes NaN / Infinity as Python's json module does.
@@ -117,8 +119,12 @@ def test_table_output_names_every_run(runs_dir):
 def test_console_script_on_a_single_real_log(tmp_path):
     log = tmp_path / "trainer_log.jsonl"
     shutil.copyfile(REAL_LOGS / "008_llamafactory_trainer_log.jsonl", log)
-    out = subprocess.run([sys.executable, "-m", "diagnostics.cli", str(log), "--format", "json"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "diagnostics.cli", str(log), "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     run = json.loads(out.stdout)["runs"][0]
     assert run["primary"] == "diverging"
 

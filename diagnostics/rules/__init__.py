@@ -69,7 +69,8 @@ def select_rules(select: Iterable[str] | None = None, ignore: Iterable[str] | No
     return [
         r
         for r in ALL_RULES
-        if (not chosen or any(r.code.startswith(p) for p in chosen)) and not any(r.code.startswith(p) for p in dropped)
+        if (not chosen or any(r.code.startswith(p) for p in chosen))
+        and not any(r.code.startswith(p) for p in dropped)
     ]
 
 

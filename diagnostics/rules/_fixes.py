@@ -44,7 +44,11 @@ def clip_to_percentile(ctx: RuleContext, why: str, percentile: float = 90) -> Fi
     if now.value is not None and target >= float(now.value):
         return None
     return Fix(
-        "max_grad_norm", now.value, float(f"{target:.2g}"), why + now.note, "research notes: AUTOTRAINER repairs"
+        "max_grad_norm",
+        now.value,
+        float(f"{target:.2g}"),
+        why + now.note,
+        "research notes: AUTOTRAINER repairs",
     )
 
 
@@ -95,10 +99,11 @@ def early_stopping(ctx: RuleContext) -> list[Fix]:
             HF_DOCS,
         ),
         Fix(
-            "callbacks",
+            "early_stopping_patience",
             None,
-            "[EarlyStoppingCallback(early_stopping_patience=2)]",
-            "stop after two evaluations without improvement",
+            2,
+            "stop after two evaluations without improvement: pass "
+            "callbacks=[EarlyStoppingCallback(early_stopping_patience=2)] to the Trainer",
             "transformers EarlyStoppingCallback",
         ),
     ]

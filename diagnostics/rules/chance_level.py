@@ -64,7 +64,12 @@ def chance_level(ctx: RuleContext):
         region=(float(curve.steps[len(curve) - len(tail)]), float(curve.steps[-1])),
         metric=curve.name,
         fixes=[
-            Fix("inputs and labels", None, "vary with the example", "a constant prediction gives exactly this loss"),
+            Fix(
+                "inputs and labels",
+                None,
+                "vary with the example",
+                "a constant prediction gives exactly this loss",
+            ),
             _fixes.scale_learning_rate(ctx, 3.0, "escape the trivial solution with larger updates"),
         ],
     )

@@ -50,8 +50,12 @@ def clipping_most_steps(ctx: RuleContext):
     return clipping_most_steps.finding(
         f"{share:.0%} of logged gradient norms exceed max_grad_norm={limit.value}{limit.note}",
         confidence=0.7 if limit.known else 0.5,
-        evidence={"share_clipped": share, "max_grad_norm": limit.value, "median": float(np.median(values)),
-                  "p90": p90},
+        evidence={
+            "share_clipped": share,
+            "max_grad_norm": limit.value,
+            "median": float(np.median(values)),
+            "p90": p90,
+        },
         region=(float(grad.steps[0]), float(grad.steps[-1])),
         metric="grad_norm",
         fixes=[_fixes.scale_learning_rate(ctx, 0.5, "most updates are being clipped to a fixed size")],

@@ -30,7 +30,8 @@ def epoch_staircase(ctx: RuleContext):
     ## Why it matters
     The drop happens when the data repeats: the model is memorising the examples it has already
     seen. It is harmless while the eval loss keeps improving and harmful once the eval loss rises
-    with it, so a run whose last eval loss is within 1% of its best is not reported; without an eval loss nobody
+    with it, so a run whose last eval loss is within 1% of its best is not reported; without an eval
+    loss nobody
     can tell, and further epochs mostly buy memorisation. Loss noise above half its level hides
     such steps: the rule abstains there.
 
@@ -51,7 +52,9 @@ def epoch_staircase(ctx: RuleContext):
     if steps is None:
         return epoch_staircase.abstain("no epoch boundary with enough logs on both sides")
     if s.train_relative_noise > MAX_RELATIVE_NOISE:
-        return epoch_staircase.abstain(f"the loss is too noisy ({s.train_relative_noise:.0%} of its level) to see steps")
+        return epoch_staircase.abstain(
+            f"the loss is too noisy ({s.train_relative_noise:.0%} of its level) to see steps"
+        )
     if s.n_eval >= MIN_EVAL_POINTS and s.eval_last <= (1 + BENIGN_EVAL_GAP) * s.eval_best:
         # The repetition still helps held-out data: the staircase is benign (LLaMA-Factory#7485).
         return None
@@ -61,7 +64,9 @@ def epoch_staircase(ctx: RuleContext):
     fixes = []
     epochs = s.epochs_logged
     if epochs and epochs >= 2:
-        fix = _fixes.epochs_to(ctx, max(1.0, epochs / 2), "each extra epoch mostly memorises repeated examples")
+        fix = _fixes.epochs_to(
+            ctx, max(1.0, epochs / 2), "each extra epoch mostly memorises repeated examples"
+        )
         fixes += [fix] if fix else []
     dropout = _fixes.raise_dropout(ctx, "dropout on the adapter input slows memorisation")
     fixes += [dropout] if dropout else []

@@ -30,11 +30,23 @@ def eval_never_logged(ctx: RuleContext):
     s = ctx.stats
     if s.n_eval > 0 or s.n_train == 0:
         return None
-    fixes = [Fix(ctx.vocabulary.eval_strategy_param, ctx.run.config.get("eval_strategy", "no"), "steps",
-                 "evaluate during training")]
+    fixes = [
+        Fix(
+            ctx.vocabulary.eval_strategy_param,
+            ctx.run.config.get("eval_strategy", "no"),
+            "steps",
+            "evaluate during training",
+        )
+    ]
     if s.total_steps >= 10:
-        fixes.append(Fix("eval_steps", ctx.run.config.get("eval_steps"), max(1, int(s.total_steps // 10)),
-                         "ten evaluations per run"))
+        fixes.append(
+            Fix(
+                "eval_steps",
+                ctx.run.config.get("eval_steps"),
+                max(1, int(s.total_steps // 10)),
+                "ten evaluations per run",
+            )
+        )
     return eval_never_logged.finding(
         "no eval loss logged: overfitting cannot be seen",
         confidence=1.0,

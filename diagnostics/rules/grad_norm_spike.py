@@ -61,8 +61,12 @@ def grad_norm_spike(ctx: RuleContext):
         f"gradient norm reached {ratio:.0f}x its median at step {steps[0]:g}"
         + (" and the loss jumped with it" if loss_moved else "; the loss did not react"),
         confidence=0.8 if loss_moved else 0.6,
-        evidence={"spike_steps": steps[:20].tolist(), "max_ratio_to_median": ratio, "median": median,
-                  "loss_jumped": loss_moved},
+        evidence={
+            "spike_steps": steps[:20].tolist(),
+            "max_ratio_to_median": ratio,
+            "median": median,
+            "loss_jumped": loss_moved,
+        },
         region=(float(steps[0]), float(steps[-1])),
         metric="grad_norm",
         severity=None if loss_moved else "info",

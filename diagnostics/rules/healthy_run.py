@@ -33,7 +33,9 @@ def healthy_run(ctx: RuleContext):
         return None
     s = ctx.stats
     drop = s.train_drop if s.n_train >= MIN_TRAIN_POINTS else None
-    eval_gap = (s.eval_last - s.eval_best) / s.eval_best if s.n_eval >= MIN_EVAL_POINTS and s.eval_best > 0 else None
+    eval_gap = (
+        (s.eval_last - s.eval_best) / s.eval_best if s.n_eval >= MIN_EVAL_POINTS and s.eval_best > 0 else None
+    )
     learned = drop is not None and drop >= MIN_DROP
     eval_ok = eval_gap is not None and eval_gap <= EVAL_NEAR_BEST
     if not (learned or eval_ok):

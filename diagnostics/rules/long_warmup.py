@@ -56,8 +56,13 @@ def long_warmup(ctx: RuleContext):
         f"the learning rate {text} {end_step:.0f} of {s.total_steps:.0f} planned steps ({fraction:.0%}; "
         f"3-10% is usual)",
         confidence=confidence_from_margin(fraction, MAX_WARMUP, 0.3),
-        evidence={"warmup_fraction": fraction, "warmup_end_step": end_step, "planned_steps": s.total_steps,
-                  "from": origin, "peak_lr": schedule.peak if schedule else None},
+        evidence={
+            "warmup_fraction": fraction,
+            "warmup_end_step": end_step,
+            "planned_steps": s.total_steps,
+            "from": origin,
+            "peak_lr": schedule.peak if schedule else None,
+        },
         region=(float(s.lr.steps[0]) if len(s.lr) else 0.0, end_step),
         metric="learning_rate",
         fixes=[_fixes.set_warmup(ctx, RECOMMENDED, "a short warm-up is enough for Adam's moments to settle")],

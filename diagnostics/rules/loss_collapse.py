@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from diagnostics.curves import MIN_TRAIN_POINTS
 from diagnostics.rules import _fixes
 from diagnostics.rules._base import RuleContext, confidence_from_margin, rule
@@ -56,19 +58,38 @@ def loss_collapse(ctx: RuleContext):
         gap = s.eval_last / s.train_end if s.train_end > 0 else float("inf")
         if gap < EVAL_GAP:
             return None
-    fixes = [f for f in (
-        _fixes.epochs_to(ctx, max(1.0, epochs / 3), "the training set is memorised after a few passes"),
-        _fixes.raise_dropout(ctx, "slows memorisation"),
-        _fixes.add_weight_decay(ctx, "slows memorisation"),
-    ) if f]
-    eval_text = f"; eval loss {s.eval_last:.4g} is {gap:.3g}x the training loss" if gap is not None else \
-        "; no eval loss to tell whether it still generalises"
+    fixes = [
+        f
+        for f in (
+            _fixes.epochs_to(ctx, max(1.0, epochs / 3), "the training set is memorised after a few passes"),
+            _fixes.raise_dropout(ctx, "slows memorisation"),
+            _fixes.add_weight_decay(ctx, "slows memorisation"),
+        )
+        if f
+    ]
+    eval_text = (
+        f"; eval loss {s.eval_last:.4g} is {gap:.3g}x the training loss"
+        if gap is not None
+        else "; no eval loss to tell whether it still generalises"
+    )
     return loss_collapse.finding(
-        f"training loss collapsed from {start:.4g} to {s.train_end:.4g} ({fraction:.1%}) over {epochs:.3g} epochs"
-        + eval_text,
+        f"training loss collapsed from {start:.4g} to {s.train_end:.4g} ({fraction:.1%}) "
+        f"over {epochs:.3g} epochs" + eval_text,
         confidence=confidence_from_margin(-fraction, -MAX_END_FRACTION, -0.01),
-        evidence={"train_start": start, "train_end": s.train_end, "end_fraction": fraction, "epochs": epochs,
-                  "eval_last": s.eval_last if s.n_eval else None, "eval_to_train_ratio": gap},
-        region=(float(s.train.steps[0]), float(s.train.steps[-1])),
+        evidence={
+            "train_start": start,
+            "train_end": s.train_end,
+            "end_fraction": fraction,
+            "epochs": epochs,
+            "eval_last": s.eval_last if s.n_eval else None,
+            "eval_to_train_ratio": gap,
+        },
+        region=(_collapse_step(s, start), float(s.train.steps[-1])),
         fixes=fixes,
     )
+
+
+def _collapse_step(s, start: float) -> float:
+    """The first step where the smoothed loss is down to a tenth of its start."""
+    below = np.flatnonzero(s.train_smooth <= MAX_END_FRACTION * start)
+    return float(s.train.steps[below[0]]) if len(below) else float(s.train.steps[0])

@@ -55,8 +55,13 @@ def loss_oscillating(ctx: RuleContext):
         f"training loss swings by {relative:.0%} of its level from log to log, "
         + ("with no net progress" if progress <= 0 else f"{ratio:.1f}x the total progress of {progress:.4g}"),
         confidence=confidence_from_margin(relative, MIN_RELATIVE_NOISE, 0.3),
-        evidence={"noise": s.train_noise, "relative_noise": relative, "level": s.train_end,
-                  "total_progress": progress, "noise_to_progress": ratio},
+        evidence={
+            "noise": s.train_noise,
+            "relative_noise": relative,
+            "level": s.train_end,
+            "total_progress": progress,
+            "noise_to_progress": ratio,
+        },
         region=(float(s.train.steps[0]), float(s.train.steps[-1])),
         fixes=fixes,
     )

@@ -53,7 +53,8 @@ def loss_spikes(ctx: RuleContext):
     relative = height[spikes] / np.abs(baseline[spikes])
     fixes = [f for f in (_fixes.clip_to_percentile(ctx, "spikes follow the largest updates"),) if f]
     return loss_spikes.finding(
-        f"{len(spikes)} loss spikes (up to {relative.max():.0%} above the running level), first at step {steps[0]:g}",
+        f"{len(spikes)} loss spikes (up to {relative.max():.0%} above the running level), "
+        f"first at step {steps[0]:g}",
         confidence=0.6,
         evidence={"spike_steps": steps[:20].tolist(), "relative_heights": relative[:20].tolist()},
         region=(float(steps[0]), float(steps[-1])),

@@ -56,7 +56,9 @@ def no_progress(ctx: RuleContext):
     head = values[x <= start_x + 0.05] if np.any(x <= start_x + 0.05) else values[:1]
     start = float(np.median(head[: max(1, min(3, len(head)))]))
     early = values[(x >= start_x + 0.2) & (x <= start_x + 0.4)]
-    early_level = float(np.median(early)) if len(early) else float(np.interp(start_x + 0.3, x, s.train_smooth))
+    early_level = (
+        float(np.median(early)) if len(early) else float(np.interp(start_x + 0.3, x, s.train_smooth))
+    )
     if start <= 0:
         return None
     early_drop = (start - early_level) / start
@@ -68,16 +70,28 @@ def no_progress(ctx: RuleContext):
         return None
     fixes = [
         _fixes.scale_learning_rate(ctx, 3.0, "a loss that does not move usually needs larger updates"),
-        Fix("trainable parameters", None, "> 0 and on the intended modules",
-            "print_trainable_parameters(); check target_modules and frozen layers"),
-        Fix("labels", None, "prompt masked, completion kept", "check that the loss sees the tokens it should"),
+        Fix(
+            "trainable parameters",
+            None,
+            "> 0 and on the intended modules",
+            "print_trainable_parameters(); check target_modules and frozen layers",
+        ),
+        Fix(
+            "labels", None, "prompt masked, completion kept", "check that the loss sees the tokens it should"
+        ),
     ]
     return no_progress.finding(
         f"training loss barely moves: {start:.4g} -> {early_level:.4g} over the first 30% "
         f"({early_drop:+.1%}) and {s.train_end:.4g} at the end ({total_drop:.1%} lower in all)",
         confidence=confidence_from_margin(-total_drop, -MAX_TOTAL_DROP, 0.0),
-        evidence={"start": start, "early_level": early_level, "end": s.train_end, "early_drop": early_drop,
-                  "total_drop": total_drop, "late_slope_per_10pct": late.log_slope_per_10pct if late else None},
+        evidence={
+            "start": start,
+            "early_level": early_level,
+            "end": s.train_end,
+            "early_drop": early_drop,
+            "total_drop": total_drop,
+            "late_slope_per_10pct": late.log_slope_per_10pct if late else None,
+        },
         region=(float(s.train.steps[0]), float(s.train.steps[-1])),
         fixes=fixes,
     )

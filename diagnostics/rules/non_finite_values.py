@@ -35,7 +35,11 @@ def non_finite_values(ctx: RuleContext):
     warm-up 3%); unsloth#712.
     """
     bad: list[tuple[float, str, float]] = []
-    for metric, series in ((LOSS, ctx.stats.train_all), (EVAL_LOSS, ctx.stats.eval_all), (GRAD_NORM, ctx.stats.grad_norm_all)):
+    for metric, series in (
+        (LOSS, ctx.stats.train_all),
+        (EVAL_LOSS, ctx.stats.eval_all),
+        (GRAD_NORM, ctx.stats.grad_norm_all),
+    ):
         for step, value in zip(series.steps, series.values, strict=True):
             if not np.isfinite(value):
                 bad.append((float(step), metric, float(value)))
@@ -45,7 +49,12 @@ def non_finite_values(ctx: RuleContext):
     first_step, first_metric, first_value = bad[0]
     only_inf_grad = all(m == GRAD_NORM and np.isinf(v) for _, m, v in bad)
     rare = len(bad) <= max(1, 0.05 * len(ctx.stats.grad_norm_all))
-    evidence = {"first_step": first_step, "metric": first_metric, "value": str(first_value), "count": len(bad)}
+    evidence = {
+        "first_step": first_step,
+        "metric": first_metric,
+        "value": str(first_value),
+        "count": len(bad),
+    }
     region = (first_step, bad[-1][0])
     if only_inf_grad and rare:
         return non_finite_values.finding(
@@ -56,13 +65,22 @@ def non_finite_values(ctx: RuleContext):
             region=region,
             metric=GRAD_NORM,
             severity="info",
-            fixes=[Fix("bf16", ctx.run.config.get("bf16", False), True, "bf16 has fp32's range: no overflow")],
+            fixes=[
+                Fix("bf16", ctx.run.config.get("bf16", False), True, "bf16 has fp32's range: no overflow")
+            ],
         )
     fixes = [
-        Fix("bf16", ctx.run.config.get("bf16", False), True, "bf16 has fp32's exponent range; fp16 overflows"),
+        Fix(
+            "bf16", ctx.run.config.get("bf16", False), True, "bf16 has fp32's exponent range; fp16 overflows"
+        ),
         _fixes.scale_learning_rate(ctx, 0.1, "a NaN usually follows an update that was too large"),
-        Fix("max_grad_norm", ctx.run.config.get("max_grad_norm", 1.0), 0.3, "clip large updates",
-                   _fixes.QLORA_PAPER),
+        Fix(
+            "max_grad_norm",
+            ctx.run.config.get("max_grad_norm", 1.0),
+            0.3,
+            "clip large updates",
+            _fixes.QLORA_PAPER,
+        ),
         _fixes.set_warmup(ctx, 0.03, "ramp the rate up while the optimizer state is empty"),
     ]
     return non_finite_values.finding(

@@ -35,11 +35,15 @@ def peak_never_reached(ctx: RuleContext):
     if not (s.finished and rising_at_end):
         return None
     return peak_never_reached.finding(
-        f"the learning rate is still rising at the last step ({s.lr.values[-1]:.3g} at step {s.lr.steps[-1]:g}) "
+        f"the learning rate is still rising at the last step "
+        f"({s.lr.values[-1]:.3g} at step {s.lr.steps[-1]:g}) "
         "of a finished run",
         confidence=0.8,
-        evidence={"last_lr": float(s.lr.values[-1]), "last_step": float(s.lr.steps[-1]),
-                  "planned_steps": s.total_steps},
+        evidence={
+            "last_lr": float(s.lr.values[-1]),
+            "last_step": float(s.lr.steps[-1]),
+            "planned_steps": s.total_steps,
+        },
         region=(float(s.lr.steps[0]), float(s.lr.steps[-1])),
         metric="learning_rate",
         fixes=[_fixes.set_warmup(ctx, 0.03, "the warm-up must end well before the run does")],

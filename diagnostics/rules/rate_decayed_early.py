@@ -46,14 +46,24 @@ def rate_decayed_early(ctx: RuleContext):
     if window is None or not window.falling:
         return None
     return rate_decayed_early.finding(
-        f"the learning rate is ~0 from step {zero_step:.0f}, with {schedule.near_zero_fraction:.0%} of the run "
+        f"the learning rate is ~0 from step {zero_step:.0f}, "
+        f"with {schedule.near_zero_fraction:.0%} of the run "
         "left, while the loss was still falling",
         confidence=confidence_from_margin(schedule.near_zero_fraction, MIN_SHARE_AT_ZERO, 0.6),
-        evidence={"zero_from_step": zero_step, "share_left": schedule.near_zero_fraction,
-                  "loss_slope_before_per_10pct": window.log_slope_per_10pct},
+        evidence={
+            "zero_from_step": zero_step,
+            "share_left": schedule.near_zero_fraction,
+            "loss_slope_before_per_10pct": window.log_slope_per_10pct,
+        },
         region=(zero_step, s.total_steps),
         metric="learning_rate",
-        fixes=[Fix("lr_scheduler_type", ctx.run.config.get("lr_scheduler_type"), "cosine",
-                   "let the Trainer size the schedule from max_steps / num_train_epochs so it spans the run",
-                   "transformers get_scheduler")],
+        fixes=[
+            Fix(
+                "lr_scheduler_type",
+                ctx.run.config.get("lr_scheduler_type"),
+                "cosine",
+                "let the Trainer size the schedule from max_steps / num_train_epochs so it spans the run",
+                "transformers get_scheduler",
+            )
+        ],
     )

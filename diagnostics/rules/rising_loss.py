@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from diagnostics import stats as curve_stats
 from diagnostics.curves import LATE_WINDOW, MIN_EVAL_POINTS, MIN_TRAIN_POINTS
 from diagnostics.rules import _fixes
 from diagnostics.rules._base import RuleContext, confidence_from_margin, rule
@@ -28,7 +29,8 @@ def rising_loss(ctx: RuleContext):
     as well, so more data or regularisation will not help; smaller updates will.
 
     ## Evidence
-    Best and final levels of the smoothed curves, the step range of the rise, and for the eval case
+    Best and final levels of the smoothed curves, the step where the level shifted up (a PELT change
+    point of the log loss), the step range of the rise, and for the eval case
     the training loss at the start and end of that range.
 
     ## Fix
@@ -50,7 +52,9 @@ def rising_loss(ctx: RuleContext):
         after = s.eval.values[s.eval_best_index + 1 :]
         if len(after) >= 2 and best > 0 and np.all(after >= 1.3 * best) and after.max() >= RISE_FACTOR * best:
             start_step = s.eval_best_step
-            end_step = float(s.eval.steps[s.eval_best_index + 1 + int(np.argmax(after >= RISE_FACTOR * best))])
+            end_step = float(
+                s.eval.steps[s.eval_best_index + 1 + int(np.argmax(after >= RISE_FACTOR * best))]
+            )
             smooth = s.train_smooth
             train_at_best = float(np.interp(start_step, s.train.steps, smooth))
             train_at_end = float(np.interp(end_step, s.train.steps, smooth))
@@ -58,10 +62,16 @@ def rising_loss(ctx: RuleContext):
                 ratio = float(after.max() / best)
                 return rising_loss.finding(
                     f"eval loss jumped from {best:.4g} (step {start_step:g}) to {after.max():.4g} and stayed "
-                    f"up while the training loss rose {train_at_end / train_at_best - 1:.0%} over the same steps",
+                    f"up while the training loss rose {train_at_end / train_at_best - 1:.0%} "
+                    "over the same steps",
                     confidence=confidence_from_margin(ratio, RISE_FACTOR, 2.5),
-                    evidence={"eval_best": best, "eval_best_step": start_step, "eval_after_max": float(after.max()),
-                              "train_smoothed_at_best": train_at_best, "train_smoothed_after": train_at_end},
+                    evidence={
+                        "eval_best": best,
+                        "eval_best_step": start_step,
+                        "eval_after_max": float(after.max()),
+                        "train_smoothed_at_best": train_at_best,
+                        "train_smoothed_after": train_at_end,
+                    },
                     region=(start_step, float(s.eval.steps[-1])),
                     metric="eval_loss",
                     fixes=fixes,
@@ -79,12 +89,25 @@ def rising_loss(ctx: RuleContext):
         return None
     if s.train_late is not None and s.train_late.falling:
         return None
-    best_step = float(s.train.steps[int(np.argmin(np.where(late, np.inf, smooth)))])
+    best_index = int(np.argmin(np.where(late, np.inf, smooth)))
+    best_step = float(s.train.steps[best_index])
+    # Where the level shifted up: the change point (PELT) nearest after the best level.
+    shifts = [
+        i for i in curve_stats.change_points(np.log(np.maximum(s.train.values, 1e-12))) if i > best_index
+    ]
+    rise_step = float(s.train.steps[shifts[0]]) if shifts else best_step
     return rising_loss.finding(
-        f"training loss rose from {best_before:.4g} (smoothed, step {best_step:g}) to {end_level:.4g} at the end",
+        f"training loss rose from {best_before:.4g} (smoothed, step {best_step:g}) "
+        f"to {end_level:.4g} at the end"
+        + (f"; the level shifted up at step {rise_step:g}" if shifts else ""),
         confidence=confidence_from_margin(end_level / best_before, RISE_FACTOR, 3.0),
-        evidence={"best_smoothed": best_before, "best_step": best_step, "final_level": end_level,
-                  "noise": s.train_noise},
-        region=(best_step, float(s.train.steps[-1])),
+        evidence={
+            "best_smoothed": best_before,
+            "best_step": best_step,
+            "final_level": end_level,
+            "noise": s.train_noise,
+            "change_point_step": rise_step if shifts else None,
+        },
+        region=(rise_step, float(s.train.steps[-1])),
         fixes=fixes,
     )

@@ -65,7 +65,9 @@ def still_falling(ctx: RuleContext):
     for metric, late, share in candidates:
         if share < MIN_SHARE:
             continue
-        finished_rule = late.log_slope_per_10pct <= FINISHED_SLOPE and (late.falling or share >= CHECKPOINT_SHARE)
+        finished_rule = late.log_slope_per_10pct <= FINISHED_SLOPE and (
+            late.falling or share >= CHECKPOINT_SHARE
+        )
         checkpoint_rule = (
             not s.finished and late.log_slope_per_10pct <= CHECKPOINT_SLOPE and share >= CHECKPOINT_SHARE
         )
@@ -79,11 +81,18 @@ def still_falling(ctx: RuleContext):
             f"{'eval' if metric == 'eval_loss' else 'training'} loss still falls "
             f"{-late.log_slope_per_10pct:.1%} per 10% of the run at the end "
             f"({share:.0%} of its improvement came in the last 30%"
-            + ("" if s.finished else f"; the log stops at step {s.last_step:g} of {s.total_steps:g}") + ")",
+            + ("" if s.finished else f"; the log stops at step {s.last_step:g} of {s.total_steps:g}")
+            + ")",
             confidence=confidence_from_margin(late.log_slope_per_10pct, threshold, 4 * threshold),
-            evidence={"curve": metric, "late_slope_per_10pct": late.log_slope_per_10pct,
-                      "significant": late.falling, "late_share": share, "finished": s.finished,
-                      "last_step": s.last_step, "planned_steps": s.total_steps},
+            evidence={
+                "curve": metric,
+                "late_slope_per_10pct": late.log_slope_per_10pct,
+                "significant": late.falling,
+                "late_share": share,
+                "finished": s.finished,
+                "last_step": s.last_step,
+                "planned_steps": s.total_steps,
+            },
             region=(s.first_step + late.x_start * (s.last_step - s.first_step), s.last_step),
             metric=metric,
             fixes=fixes,

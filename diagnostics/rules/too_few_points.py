@@ -34,9 +34,17 @@ def too_few_points(ctx: RuleContext):
     total = s.total_steps
     fixes = []
     if total >= 50:
-        fixes.append(Fix("logging_steps", ctx.run.config.get("logging_steps"), max(1, int(total // 50)),
-                         "about 50 training-loss points per run"))
-    what = "no loss" if s.n_train == 0 and s.n_eval == 0 else f"{s.n_train} training and {s.n_eval} eval losses"
+        fixes.append(
+            Fix(
+                "logging_steps",
+                ctx.run.config.get("logging_steps"),
+                max(1, int(total // 50)),
+                "about 50 training-loss points per run",
+            )
+        )
+    what = (
+        "no loss" if s.n_train == 0 and s.n_eval == 0 else f"{s.n_train} training and {s.n_eval} eval losses"
+    )
     return too_few_points.finding(
         f"insufficient evidence: {what} logged",
         confidence=0.9,

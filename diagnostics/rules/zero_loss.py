@@ -49,12 +49,20 @@ def zero_loss(ctx: RuleContext):
     first_epoch = np.isfinite(epoch) and epoch < 1.0
     if not (broken_grad or (len(grad_at) == 0 and first_epoch)):
         return None
-    why = "gradient norm is 0/NaN there" if broken_grad else f"reached in epoch {epoch:.2f}, before any data repeated"
+    why = (
+        "gradient norm is 0/NaN there"
+        if broken_grad
+        else f"reached in epoch {epoch:.2f}, before any data repeated"
+    )
     return zero_loss.finding(
         f"training loss is exactly 0.0 from step {step:g} on {int(zero.sum())} logs ({why})",
         confidence=0.95 if broken_grad else 0.85,
-        evidence={"first_zero_step": step, "zero_logs": int(zero.sum()), "epoch": epoch,
-                  "grad_norm_at_zeros": grad_at[:5].tolist()},
+        evidence={
+            "first_zero_step": step,
+            "zero_logs": int(zero.sum()),
+            "epoch": epoch,
+            "grad_norm_at_zeros": grad_at[:5].tolist(),
+        },
         region=(step, float(train.steps[-1])),
         fixes=[
             Fix("labels", None, "some tokens != -100", "a fully masked batch gives loss 0 and no gradient"),

@@ -37,7 +37,9 @@ def build_corpus(source: Path, count: int, target: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
     parser.add_argument("--count", type=int, default=1000)
     args = parser.parse_args()
@@ -50,7 +52,10 @@ def main() -> None:
         started = time.perf_counter()
         out = subprocess.run(
             [sys.executable, "-m", "diagnostics.cli", str(corpus), "--format", "json"],
-            capture_output=True, text=True, check=True, cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
         )
         cli_seconds = time.perf_counter() - started
         runs = json.loads(out.stdout)["runs"]
@@ -61,8 +66,10 @@ def main() -> None:
         api_seconds = time.perf_counter() - started
 
     print(f"files={args.count} bytes={size / 1e6:.1f}MB runs={len(runs)} errors={errors}")
-    print(f"cli_seconds={cli_seconds:.2f} api_seconds={api_seconds:.2f} "
-          f"per_run_ms={1000 * api_seconds / max(len(results), 1):.1f} target_seconds=20")
+    print(
+        f"cli_seconds={cli_seconds:.2f} api_seconds={api_seconds:.2f} "
+        f"per_run_ms={1000 * api_seconds / max(len(results), 1):.1f} target_seconds=20"
+    )
 
 
 if __name__ == "__main__":

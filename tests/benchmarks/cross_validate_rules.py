@@ -92,7 +92,8 @@ def apply(values, modules) -> None:
 
 def main() -> None:
     logdir = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "real_logs"
-    labels = list(csv.DictReader(open(logdir / "labels.tsv"), delimiter="\t"))
+    with open(logdir / "labels.tsv") as handle:
+        labels = list(csv.DictReader(handle, delimiter="\t"))
     items = []
     for row in sorted(labels, key=lambda r: r["file"]):
         read = read_runs(logdir / row["file"])[0]
@@ -105,7 +106,10 @@ def main() -> None:
     defaults = {(m, n): getattr(modules[m], n) for m, n, _ in GRID}
 
     full_macro, full_primary = score(items)
-    print(f"documented thresholds, all {len(items)} logs: macro_F1={full_macro:.3f} primary_acc={full_primary:.3f}")
+    print(
+        f"documented thresholds, all {len(items)} logs: "
+        f"macro_F1={full_macro:.3f} primary_acc={full_primary:.3f}"
+    )
     halves = (items[0::2], items[1::2])
     held_out = []
     for k, (train, test) in enumerate((halves, halves[::-1])):
@@ -116,15 +120,20 @@ def main() -> None:
         fitted_test = score(test)
         held_out.append(fitted_test)
         changed = {f"{m}.{n}": v for (m, n), v in chosen.items() if v != defaults[(m, n)]}
-        print(f"fold {k + 1}: fit on {len(train)} logs macro_F1={fitted_train[0]:.3f}; "
-              f"held-out {len(test)} logs: fitted macro_F1={fitted_test[0]:.3f} primary={fitted_test[1]:.3f}, "
-              f"documented macro_F1={documented_test[0]:.3f} primary={documented_test[1]:.3f}")
+        print(
+            f"fold {k + 1}: fit on {len(train)} logs macro_F1={fitted_train[0]:.3f}; "
+            f"held-out {len(test)} logs: fitted macro_F1={fitted_test[0]:.3f} primary={fitted_test[1]:.3f}, "
+            f"documented macro_F1={documented_test[0]:.3f} primary={documented_test[1]:.3f}"
+        )
         print(f"        thresholds moved by the fit: {changed or 'none'}")
     apply(defaults, modules)
     mean_macro = sum(h[0] for h in held_out) / 2
     mean_primary = sum(h[1] for h in held_out) / 2
-    print(f"cross-validated (mean of held-out halves): macro_F1={mean_macro:.3f} primary_acc={mean_primary:.3f}; "
-          f"gap to the full-set score: {full_macro - mean_macro:+.3f}")
+    print(
+        f"cross-validated (mean of held-out halves): "
+        f"macro_F1={mean_macro:.3f} primary_acc={mean_primary:.3f}; "
+        f"gap to the full-set score: {full_macro - mean_macro:+.3f}"
+    )
 
 
 if __name__ == "__main__":
