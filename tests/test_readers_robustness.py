@@ -139,6 +139,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+@pytest.mark.slow
 def test_huge_console_log_is_streamed(tmp_path):
     """~100 MB of tqdm redraws and Trainer dicts (a 1.5M-step run logging every 10 steps)."""
     path = tmp_path / "huge.log"
