@@ -162,3 +162,11 @@ def grad_spike(seed: int = 0) -> RunLog:
         return 40.0 if abs(x - 0.6) < 0.005 else 0.5 * (1 + 0.1 * rng.standard_normal())
 
     return build(decay(), eval_curve=decay(2.4, 1.15, 7.0), grad_norm=grad, seed=seed, name="grad-spike")
+
+
+def eval_oscillating(seed: int = 0) -> RunLog:
+    # Training looks fine; the eval loss swings between ~1.2 and ~1.9 from one evaluation to the next.
+    def eval_curve(x: float) -> float:
+        return 1.55 + 0.35 * (-1) ** round(x * 20)
+
+    return build(decay(), eval_curve=eval_curve, eval_every=50, seed=seed, name="eval-oscillating")

@@ -34,6 +34,7 @@ def test_healthy_runs_get_a_clean_bill(seed):
     [
         (synth.overfitting, "OVF001", "overfitting"),
         (synth.oscillating, "OSC001", "oscillating"),
+        (synth.eval_oscillating, "OSC001", "oscillating"),
         (synth.diverging_nan, "DIV001", "diverging"),
         (synth.diverging_rise, "DIV003", "diverging"),
         (synth.zero_loss, "DIV002", "diverging"),
