@@ -138,8 +138,8 @@ def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
     """Run (or resume) the study described by ``settings``; see the module docstring."""
     view = view or NullView()
     started = time.perf_counter()
-    space = load_space(settings.method, settings.space)
     method = get_method(settings.method)
+    space = load_space(settings.method, settings.space)
     pruner = build_pruner(settings.pruner, eval_every=settings.eval_every, max_steps=settings.max_steps)
     if settings.n_trials < 0 or settings.max_steps < 1 or settings.eval_every < 1:
         raise StudyError("--n-trials must be >= 0, --max-steps and --eval-every >= 1")
@@ -248,6 +248,9 @@ class _Objective:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         self.view.trial_finished(trial.number, outcome)
+        if outcome.state == "interrupted":
+            # Run the same configuration first when the study is resumed.
+            self.study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
         return _tell(trial, outcome)
 
     def _is_new_best(self, outcome: TrialOutcome) -> bool:
@@ -461,8 +464,11 @@ def _record_study_attrs(
     """What the report needs to say how the study was run (written by the first worker)."""
     if "method" in study.user_attrs:
         return
-    model = {**_as_dict(model_info), "spec": settings.model or _as_dict(model_info).get("name")}
-    dataset = {**_as_dict(data_info), "spec": settings.dataset or _as_dict(data_info).get("name")}
+    from tuner._data import DEFAULT_DATASET
+    from tuner._model import DEFAULT_MODEL
+
+    model = {**_as_dict(model_info), "spec": settings.model or DEFAULT_MODEL}
+    dataset = {**_as_dict(data_info), "spec": settings.dataset or DEFAULT_DATASET}
     attrs = {
         "method": settings.method,
         "model": model,

@@ -30,8 +30,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 MethodOpt = Annotated[
     str, typer.Option("--method", "-m", help="Fine-tuning method: full, lora, qlora, dora or ia3.")
@@ -149,6 +149,15 @@ def study(
     max_micro_batch: Annotated[
         int, typer.Option(help="Largest per-device batch tried; halved automatically on out-of-memory.")
     ] = 16,
+    heartbeat_interval: Annotated[
+        int, typer.Option(help="Seconds between a running trial's heartbeats in the storage.")
+    ] = 30,
+    grace_period: Annotated[
+        int,
+        typer.Option(
+            help="Seconds without a heartbeat after which a trial's worker counts as dead (retried)."
+        ),
+    ] = 120,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view.")] = False,
 ) -> None:
     """Search hyperparameters with short real trials; write the best as best_config.yaml and .py.
@@ -180,6 +189,8 @@ def study(
         device=device,
         baseline=baseline,
         max_micro_batch=max_micro_batch,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
     )
     with _user_errors():
         try:
@@ -219,8 +230,11 @@ def space(
     with _user_errors():
         loaded = load_space(method, space_file)
     table = Table(title=f"{loaded.method}: {loaded.description}", title_justify="left")
-    for column in ("parameter", "kind", "range", "default", "source"):
-        table.add_column(column, overflow="fold")
+    table.add_column("parameter", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("range", ratio=1)
+    table.add_column("default", ratio=1, overflow="fold")
+    table.add_column("source", ratio=3)
     for row in loaded.describe():
         kind = row["kind"] + (" (log)" if row["log"] else "")
         table.add_row(row["name"], kind, str(row["range"]), str(row["default"]), row["source"])

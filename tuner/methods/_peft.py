@@ -9,7 +9,8 @@ from torch import nn
 
 from tuner.methods._base import Method
 
-ADAPTER_NAME = "trial"
+# peft saves a non-default adapter into a subfolder named after it; "default" saves in place.
+ADAPTER_NAME = "default"
 
 
 class PeftMethod(Method):
