@@ -232,6 +232,9 @@ def _read_with_extends(path: Path, label: str, depth: int) -> dict[str, Any]:
     else:
         base_path = path.parent / base_name
         base_label = str(base_path)
+    if not base_path.is_file():
+        known = ", ".join(available_methods())
+        raise SpaceError(f"{label}: extends: {base_label} not found (a YAML path or one of: {known})")
     base = _read_with_extends(base_path, base_label, depth + 1)
     merged = copy.deepcopy(base)
     for key, value in raw.items():
