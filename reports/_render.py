@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from diagnostics.findings import Diagnosis
 from reports import _style
@@ -51,6 +51,8 @@ def environment() -> jinja2.Environment:
         data_uri=to_data_uri,
         md=markdown_text,
         md_code=markdown_code,
+        md_fence=markdown_fence,
+        wbr=break_after_underscores,
     )
     env.globals.update(
         css_variables=_style.css_variables(),
@@ -58,6 +60,7 @@ def environment() -> jinja2.Environment:
         mono_stack=Markup(_style.MONO_STACK),
         badge_names=_BADGE_NAMES,
         severity_names=tuple(_style.SEVERITY_COLORS),
+        outcome_names=tuple(_style.OUTCOME_COLORS),
         figure_note=FIGURE_NOTE,
     )
     return env
@@ -118,6 +121,20 @@ def markdown_text(value: object) -> str:
     text = _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
     lines = [line.strip() for line in text.splitlines()]
     return "<br>".join(line for line in lines if line)
+
+
+def markdown_fence(value: object, language: str = "") -> str:
+    """A fenced Markdown code block around ``value``: the fence is longer than any run of
+    backticks inside, so nothing in the code can close it."""
+    text = str(value).rstrip("\n")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{text}\n{fence}"
+
+
+def break_after_underscores(value: object) -> Markup:
+    """Escaped text that may wrap after each underscore (long argument names in table headers)."""
+    return Markup("_<wbr>").join(escape(part) for part in str(value).split("_"))
 
 
 def markdown_code(value: object) -> str:

@@ -48,6 +48,19 @@ CONDITION_COLORS: dict[str, str] = {
 ERROR_COLOR = "#24292F"  # a run that could not be read: not a condition, a failure
 OTHER_COLOR = GREY
 
+# What became of a tuning trial (the study report's leaderboard); labels say it in words too.
+OUTCOME_COLORS: dict[str, str] = {
+    "complete": GREEN,
+    "pruned": GREY,
+    "diverged": VERMILLION,
+    "nan": VERMILLION,
+    "infeasible": PURPLE,
+    "failed": ERROR_COLOR,
+    "interrupted": ORANGE,
+    "running": SKY,
+    "waiting": GREY,
+}
+
 SEVERITY_COLORS: dict[str, str] = {"error": VERMILLION, "warning": ORANGE, "info": BLUE}
 # A distinct shape per severity, so the level reads without colour.
 SEVERITY_SYMBOLS: dict[str, str] = {"error": "✖", "warning": "▲", "info": "●"}
@@ -114,6 +127,7 @@ def css_variables() -> dict[str, str]:
     palettes = {
         "cond": {**CONDITION_COLORS, "error": ERROR_COLOR, "other": OTHER_COLOR},
         "sev": SEVERITY_COLORS,
+        "outcome": OUTCOME_COLORS,
     }
     for prefix, palette in palettes.items():
         for name, color in palette.items():

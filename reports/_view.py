@@ -85,6 +85,11 @@ class RunView:
         return self.error is None
 
     @property
+    def problem_count(self) -> int:
+        """Findings at warning or error severity: notes (``info``) are not problems."""
+        return sum(f.severity in ("warning", "error") for f in self.findings)
+
+    @property
     def other_conditions(self) -> list[str]:
         return [c for c in self.conditions if c != self.primary]
 
