@@ -111,7 +111,8 @@ def test_every_method_completes_a_study(tmp_path, method):
     if method != "full":
         assert (folder / "best_adapter" / "adapter_config.json").is_file()
         assert (folder / "best_adapter" / "trainer_state.json").is_file()
-    assert best.user_attrs["full_eval_loss"] > 0
+    full = attrs["best_full_eval"]
+    assert full["trial"] == best.number and full["eval_loss"] > 0
 
 
 def test_best_and_train_commands(tmp_path):

@@ -84,7 +84,7 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_complete_trial_records_curve_best_and_timings(data):
     worker = _worker(data)
     pristine = _weights(worker)
-    first = worker.run(ARGS, LORA, name="trial-0", keep=lambda o: True)
+    first = worker.run(ARGS, LORA, name="trial-0", evaluate_full=True)
     assert first.state == "complete", first.reason
     assert first.steps_run == 4 and worker.eval_subset.num_rows == 8
     run = first.run
@@ -101,8 +101,13 @@ def test_complete_trial_records_curve_best_and_timings(data):
     assert curve["source"] == "trial-0" and len(curve["points"]) >= 4
     assert json.dumps(attrs)  # JSON-safe
     assert _same(_weights(worker), pristine)
-    again = worker.run(ARGS, LORA)  # the shared base gives the same trial the same result
-    assert again.best_eval_loss == pytest.approx(first.best_eval_loss, rel=1e-5)
+    again = worker.run(ARGS, LORA, name="trial-1", keep=lambda o: True)
+    assert again.best_eval_loss == pytest.approx(first.best_eval_loss, rel=1e-5)  # same base, same result
+    assert worker.kept is not None and worker.kept.name == "trial-1"
+    worker.run({**ARGS, "learning_rate": 1e-4}, LORA, keep=lambda o: False)  # not kept
+    name, loss = worker.evaluate_kept()
+    assert name == "trial-1" and loss == pytest.approx(first.full_eval_loss, rel=1e-4)
+    assert _same(_weights(worker), pristine)
 
 
 def test_full_fine_tuning_restores_weights_between_trials(data):

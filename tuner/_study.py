@@ -175,6 +175,7 @@ def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
     except KeyboardInterrupt:
         _finish(study, settings, out, result, started)
         raise StudyInterrupted(result) from None
+    _evaluate_best_on_whole_split(study, worker, out, view)
     _finish(study, settings, out, result, started)
     return result
 
@@ -225,7 +226,6 @@ class _Objective:
         view: Any,
     ) -> None:
         self.study, self.space, self.worker, self.settings, self.view = study, space, worker, settings, view
-        self.save_dir = out / ADAPTER_DIR if worker.method.peft_config_class else None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -241,7 +241,6 @@ class _Objective:
             pruner_name=self.settings.pruner,
             on_step=self.view.step,
             keep=self._is_new_best,
-            save_dir=self.save_dir,
         )
         attrs = outcome.user_attrs()
         attrs["seconds"]["wall"] = round(time.perf_counter() - start, 3)
@@ -310,12 +309,40 @@ def _measure_baseline(study: optuna.Study, space: SearchSpace, worker: Worker, v
     defaults = space.defaults()
     view.trial_started("baseline", defaults)
     outcome = worker.run(
-        defaults.training_args, defaults.peft, name="baseline", on_step=view.step, keep=lambda o: True
+        defaults.training_args, defaults.peft, name="baseline", on_step=view.step, evaluate_full=True
     )
     view.trial_finished("baseline", outcome)
     study.set_user_attr(
         "baseline",
         {"config": defaults.to_dict(), "eval_loss": outcome.best_eval_loss, **outcome.user_attrs()},
+    )
+
+
+def _evaluate_best_on_whole_split(study: optuna.Study, worker: Worker, out: Path, view: Any) -> None:
+    """Trials evaluate a fixed subset; the study's best is evaluated once on the whole eval split,
+    by the worker that trained it (it kept the weights), and its adapter saved in ``out``."""
+    try:
+        best = study.best_trial
+    except ValueError:
+        return
+    kept = worker.kept
+    done = study.user_attrs.get("best_full_eval", {}).get("trial")
+    if kept is None or kept.name != f"trial-{best.number}" or done == best.number:
+        return
+    view.message(
+        f"evaluating trial {best.number} on the whole eval split ({len(worker.eval_dataset)} examples)"
+    )
+    start = time.perf_counter()
+    save_dir = out / ADAPTER_DIR if worker.method.peft_config_class else None
+    _, loss = worker.evaluate_kept(save_dir)
+    study.set_user_attr(
+        "best_full_eval",
+        {
+            "trial": best.number,
+            "eval_loss": loss,
+            "n_examples": len(worker.eval_dataset),
+            "seconds": round(time.perf_counter() - start, 3),
+        },
     )
 
 
@@ -345,6 +372,7 @@ def best_config(study: optuna.Study) -> BestConfig | None:
         training_args["gradient_accumulation_steps"] = trial.user_attrs["gradient_accumulation_steps"]
     model, dataset = attrs.get("model", {}), attrs.get("dataset", {})
     baseline = attrs.get("baseline") or {}
+    full = attrs.get("best_full_eval") or {}
     return BestConfig(
         method=config.method,
         model=model.get("spec") or model.get("name", ""),
@@ -357,7 +385,7 @@ def best_config(study: optuna.Study) -> BestConfig | None:
             "study": study.study_name,
             "trial": trial.number,
             "eval_loss": trial.value,
-            "eval_loss_full_split": trial.user_attrs.get("full_eval_loss"),
+            "eval_loss_full_split": full.get("eval_loss") if full.get("trial") == trial.number else None,
             "best_step": trial.user_attrs.get("best_step"),
             "steps_per_trial": attrs.get("budget", {}).get("max_steps"),
             "baseline_eval_loss": baseline.get("eval_loss"),

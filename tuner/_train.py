@@ -79,7 +79,7 @@ def train_best(
     )
     view.trial_started("train", training_args | config.peft)
     outcome = worker.run(
-        training_args, config.peft, name="train", on_step=view.step, keep=lambda o: True, save_dir=out
+        training_args, config.peft, name="train", on_step=view.step, evaluate_full=True, save_dir=out
     )
     view.trial_finished("train", outcome)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import json
 import math
@@ -106,6 +107,29 @@ class _TimedTrainer(Trainer):
             self.eval_seconds += time.perf_counter() - start
 
 
+@dataclass
+class _Options:
+    """How one call of ``Worker.run`` treats its trial (see there)."""
+
+    trial: optuna.Trial | None = None
+    name: str = "trial"
+    pruner_name: str = "pruner"
+    on_step: StepHook | None = None
+    keep: Callable[[TrialOutcome], bool] | None = None
+    evaluate_full: bool = False
+    save_dir: Path | None = None
+
+
+@dataclass
+class _Kept:
+    """The trained weights of this worker's best trial, kept to evaluate on the whole split later."""
+
+    name: str
+    peft: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    trainer_state: str
+
+
 class Worker:
     """The shared base model, data and method of one process, and the trials run on them."""
 
@@ -124,12 +148,16 @@ class Worker:
         self.base = base
         self.tokenizer = tokenizer
         self.train_dataset = train_dataset
-        self.eval_dataset = eval_dataset
-        n_eval = len(eval_dataset) if settings.eval_examples is None else settings.eval_examples
-        self.eval_subset = eval_dataset.select(range(min(n_eval, len(eval_dataset))))
         self.settings = settings
+        # Evaluation batches of similar lengths waste less on padding; the order is fixed, so every
+        # trial's eval loss is computed over the same batches.
+        self.eval_dataset = _by_length(eval_dataset)
+        n_eval = len(eval_dataset) if settings.eval_examples is None else settings.eval_examples
+        subset = eval_dataset.select(range(min(n_eval, len(eval_dataset))))
+        self.eval_subset = self.eval_dataset if len(subset) == len(eval_dataset) else _by_length(subset)
         # Learned from out-of-memory errors: the largest micro batch known to fit.
         self.max_micro_batch = settings.max_micro_batch
+        self.kept: _Kept | None = None
         if getattr(tokenizer, "pad_token", None) is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
@@ -140,49 +168,54 @@ class Worker:
     def device(self) -> torch.device:
         return next(self.base.parameters()).device
 
-    def run(
-        self,
-        training_args: dict[str, Any],
-        peft: dict[str, Any],
-        *,
-        trial: optuna.Trial | None = None,
-        name: str = "trial",
-        pruner_name: str = "pruner",
-        on_step: StepHook | None = None,
-        keep: Callable[[TrialOutcome], bool] | None = None,
-        save_dir: Path | None = None,
-    ) -> TrialOutcome:
-        """Train one configuration for ``settings.max_steps`` steps.
+    def run(self, training_args: dict[str, Any], peft: dict[str, Any], **options: Any) -> TrialOutcome:
+        """Train one configuration for ``settings.max_steps`` steps (or ``epochs``).
 
-        ``keep(outcome)`` is asked once training finished; when it says yes (a new best), the
-        trained weights are evaluated on the whole eval split and, with ``save_dir``, saved there.
+        Options: ``trial`` (Optuna trial to report eval losses to and ask the pruner), ``name``,
+        ``pruner_name``, ``on_step(step, max_steps, loss)``; ``keep(outcome)``, asked when training
+        completed: yes keeps the trained weights for :meth:`evaluate_kept`; ``evaluate_full``
+        evaluates them on the whole eval split now; ``save_dir`` saves them there.
+
         An out-of-memory error halves the micro batch (same effective batch) and starts again;
         only at micro batch 1 is the trial infeasible.
         """
+        opts = _Options(**options)
         while True:
-            outcome = self._attempt(training_args, peft, trial, name, pruner_name, on_step, keep, save_dir)
+            outcome = self._attempt(training_args, peft, opts)
             micro = outcome.per_device_train_batch_size or 1
             if outcome.state != "infeasible" or micro <= 1 or "effective_batch_size" not in training_args:
                 return outcome
             self.max_micro_batch = micro // 2
 
-    def _attempt(
-        self,
-        training_args: dict[str, Any],
-        peft: dict[str, Any],
-        trial: optuna.Trial | None,
-        name: str,
-        pruner_name: str,
-        on_step: StepHook | None,
-        keep: Callable[[TrialOutcome], bool] | None,
-        save_dir: Path | None,
-    ) -> TrialOutcome:
+    def evaluate_kept(self, save_dir: Path | None = None) -> tuple[str, float] | None:
+        """(name, eval loss on the whole eval split) of the kept trial, saving it to ``save_dir``."""
+        kept = self.kept
+        if kept is None:
+            return None
+        model = self.method.attach(self.base, kept.peft)
+        trainer = None
+        try:
+            self.method.restore(model, kept.state)
+            trainer = self._trainer(model, self._arguments({}), self.eval_dataset)
+            loss = float(trainer.evaluate()["eval_loss"])
+            if save_dir is not None:
+                self._save(model, save_dir, kept.trainer_state)
+        finally:
+            del trainer
+            self.method.detach(self.base, model)
+            del model
+            release_memory()
+        return kept.name, loss
+
+    def _attempt(self, training_args: dict[str, Any], peft: dict[str, Any], opts: _Options) -> TrialOutcome:
         start = time.perf_counter()
-        run = RunLog(source=name, format="tune")
+        run = RunLog(source=opts.name, format="tune")
         run.config.method = self.method.name
         run.config.peft = self.method.peft_values(peft)
         guard = DivergenceGuard(use_rules=self.settings.use_rules)
-        callback = TrialCallback(run, trial=trial, guard=guard, pruner_name=pruner_name, on_step=on_step)
+        callback = TrialCallback(
+            run, trial=opts.trial, guard=guard, pruner_name=opts.pruner_name, on_step=opts.on_step
+        )
         outcome = TrialOutcome(state="failed", reason="", run=run)
         seconds = outcome.seconds
         set_seed(self.settings.seed)
@@ -190,43 +223,30 @@ class Worker:
         trainer: _TimedTrainer | None = None
         train_start = None
         try:
-            args, values = self._training_arguments(training_args)
+            values = installed_training_args(training_args, max_micro_batch=self.max_micro_batch)
+            args = self._arguments(values)
             run.config.training_args = {**values, "max_steps": args.max_steps}
             outcome.per_device_train_batch_size = args.per_device_train_batch_size
             outcome.gradient_accumulation_steps = args.gradient_accumulation_steps
-            trainer = _TimedTrainer(
-                model=model,
-                args=args,
-                train_dataset=self.train_dataset,
-                eval_dataset=self.eval_subset,
-                data_collator=self.collator,
-                callbacks=[callback],
-            )
-            trainer.remove_callback(PrinterCallback)
-            trainer.remove_callback(ProgressCallback)
+            trainer = self._trainer(model, args, self.eval_subset, callback)
             train_start = time.perf_counter()
             seconds["setup"] = train_start - start
             trainer.train()
             self._finish(outcome, callback)
             seconds["eval"] = trainer.eval_seconds
             seconds["train"] = time.perf_counter() - train_start - trainer.eval_seconds
-            if keep is not None and outcome.state == "complete" and keep(outcome):
-                full_start = time.perf_counter()
-                outcome.full_eval_loss = self._full_eval_loss(trainer, run)
-                if save_dir is not None:
-                    self.method.save(model, save_dir)
-                    self.tokenizer.save_pretrained(save_dir)
-                    trainer.state.save_to_json(str(Path(save_dir) / "trainer_state.json"))
-                seconds["full_eval"] = time.perf_counter() - full_start
+            if outcome.state == "complete":
+                self._after_training(outcome, model, trainer, peft, opts)
         except KeyboardInterrupt:
             self._finish(outcome, callback)
             outcome.state, outcome.reason = "interrupted", f"interrupted at step {callback.steps_run}"
         except Exception as exc:  # a trial-level failure must not end the study
             self._finish(outcome, callback)
             if is_out_of_memory(exc):
-                outcome.state = "infeasible"
-                outcome.reason = f"out of memory at micro batch {outcome.per_device_train_batch_size}: " + (
-                    _one_line(exc)
+                micro = outcome.per_device_train_batch_size
+                outcome.state, outcome.reason = (
+                    "infeasible",
+                    f"out of memory at micro batch {micro}: {_one_line(exc)}",
                 )
             else:
                 outcome.state, outcome.reason = "failed", f"{type(exc).__name__}: {_one_line(exc)}"
@@ -244,20 +264,65 @@ class Worker:
             seconds["cleanup"] = time.perf_counter() - cleanup_start
         return outcome
 
+    def _after_training(
+        self,
+        outcome: TrialOutcome,
+        model: nn.Module,
+        trainer: _TimedTrainer,
+        peft: dict[str, Any],
+        opts: _Options,
+    ) -> None:
+        if opts.keep is not None and opts.keep(outcome):
+            state = self.method.snapshot(model)
+            self.kept = _Kept(opts.name, dict(peft), state, _state_json(trainer))
+        if not (opts.evaluate_full or opts.save_dir):
+            return
+        start = time.perf_counter()
+        if opts.evaluate_full:
+            outcome.full_eval_loss = self._full_eval_loss(trainer, outcome.run)
+        if opts.save_dir is not None:
+            self._save(model, opts.save_dir, _state_json(trainer))
+        outcome.seconds["full_eval"] = time.perf_counter() - start
+
     def _full_eval_loss(self, trainer: Trainer, run: RunLog) -> float:
         """Eval loss of the trained weights on the whole eval split (free when trials already
         evaluate the whole split: the last evaluation ran at the last step)."""
-        if len(self.eval_subset) == len(self.eval_dataset) and run.has("eval_loss"):
+        if self.eval_subset is self.eval_dataset and run.has("eval_loss"):
             series = run.series("eval_loss")
             if series.steps[-1] == run.last_step:
                 return float(series.values[-1])
         metrics = trainer.evaluate(eval_dataset=self.eval_dataset, metric_key_prefix="full")
         return float(metrics["full_loss"])
 
-    def _training_arguments(self, training_args: dict[str, Any]) -> tuple[TrainingArguments, dict[str, Any]]:
-        """The trial's TrainingArguments, and the searched values among them (installed names)."""
+    def _save(self, model: nn.Module, folder: Path, trainer_state: str) -> None:
+        """The adapter (or model), its tokenizer, and ``trainer_state.json`` (``diagnose`` reads it)."""
+        self.method.save(model, folder)
+        self.tokenizer.save_pretrained(folder)
+        (Path(folder) / "trainer_state.json").write_text(trainer_state)
+
+    def _trainer(
+        self,
+        model: nn.Module,
+        args: TrainingArguments,
+        eval_dataset: Any,
+        callback: TrialCallback | None = None,
+    ) -> _TimedTrainer:
+        trainer = _TimedTrainer(
+            model=model,
+            args=args,
+            train_dataset=self.train_dataset,
+            eval_dataset=eval_dataset,
+            data_collator=self.collator,
+            callbacks=[callback] if callback else None,
+        )
+        # The Trainer prints every log dict when tqdm is off; the live view shows progress instead.
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        return trainer
+
+    def _arguments(self, values: dict[str, Any]) -> TrainingArguments:
+        """TrainingArguments of a trial: the searched ``values`` (installed names) plus ours."""
         settings = self.settings
-        values = installed_training_args(training_args, max_micro_batch=self.max_micro_batch)
         micro = values.get("per_device_train_batch_size", 1)
         on_cuda = self.device.type == "cuda"
         fixed = {
@@ -282,7 +347,7 @@ class Worker:
             "bf16": on_cuda and torch.cuda.is_bf16_supported(),
             "dataloader_num_workers": 0,
         }
-        return TrainingArguments(**{**values, **fixed}), values
+        return TrainingArguments(**{**values, **fixed})
 
     def _finish(self, outcome: TrialOutcome, callback: TrialCallback) -> None:
         outcome.steps_run = callback.steps_run
@@ -292,6 +357,16 @@ class Worker:
             outcome.state, outcome.reason = "complete", f"completed {callback.steps_run} steps"
         else:
             outcome.state, outcome.reason, outcome.finding_code = stop.kind, str(stop), stop.code
+
+
+def _state_json(trainer: Trainer) -> str:
+    """``trainer_state.json`` as ``TrainerState.save_to_json`` writes it."""
+    return json.dumps(dataclasses.asdict(trainer.state), indent=2, sort_keys=True) + "\n"
+
+
+def _by_length(dataset: Any) -> Any:
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    return dataset.select(sorted(range(len(lengths)), key=lambda i: -lengths[i]))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

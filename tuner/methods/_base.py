@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 
@@ -42,6 +43,17 @@ class Method(ABC):
     def peft_values(self, peft: dict[str, Any]) -> dict[str, Any]:
         """The peft config values a trial with ``peft`` sampled uses (the method's fixed ones win)."""
         return {**peft, **self.peft_fixed} if self.peft_config_class else {}
+
+    def snapshot(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """A CPU copy of what a trial trained (the adapter, or every weight)."""
+        return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def restore(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Put a :meth:`snapshot` back into a freshly attached ``model``."""
+        params = dict(model.named_parameters())
+        for name, value in state.items():
+            params[name].copy_(value)
 
     def save(self, model: nn.Module, path: Path) -> None:
         """Save what the trial trained (the adapter, or the whole model for full fine-tuning)."""
