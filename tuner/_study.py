@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,19 +120,35 @@ def open_storage(url: str, settings: StudySettings | None = None) -> optuna.stor
     period and re-queued once (``RetryHeartbeatStaleTrialCallback``, Optuna >= 4.9's name for
     ``RetryFailedTrialCallback``)."""
     settings = settings or StudySettings()
+    url = _with_installed_driver(url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=settings.heartbeat_interval,
-            grace_period=settings.grace_period,
-            heartbeat_stale_trial_callback=retry,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=settings.heartbeat_interval,
+                grace_period=settings.grace_period,
+                heartbeat_stale_trial_callback=retry,
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            )
     except Exception as exc:  # sqlalchemy / driver errors: one line
         raise StudyError(f"cannot open storage {url}: {' '.join(str(exc).split())[:200]}") from None
+
+
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only it is installed."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    only_psycopg2 = (
+        importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None
+    )
+    if scheme in ("postgresql", "postgres") and sep and only_psycopg2:
+        return f"postgresql+psycopg2://{rest}"
+    return url
 
 
 def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
@@ -415,6 +432,7 @@ def find_study(ref: str, storage: str | None = None) -> tuple[optuna.Study, Path
         if not db.is_file():
             raise StudyError(f"{folder}: no {DB_FILE} in this folder")
         url = f"sqlite:///{db.resolve()}"
+    url = _with_installed_driver(url)
     try:
         names = optuna.get_all_study_names(storage=url)
     except Exception as exc:  # sqlalchemy / driver errors: one line
