@@ -114,6 +114,7 @@ def run_figure(run: RunLog, findings: Sequence[Finding] = ()) -> Figure:
         _label_epochs(panels[0].axes, boundaries)
         _mark_findings(panels, findings)
         panels[-1].axes.set_xlabel("step")
+        panels[-1].axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # no step 1.5
         place_axes(figure, len(panels), left=_LEFT, right=0.15, top=top, bottom=_BOTTOM, gap=_GAP)
         if handles:
             figure.legend(

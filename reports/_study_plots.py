@@ -18,7 +18,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator, ScalarFormatter
 
 from diagnostics import stats
 from diagnostics.runlog import EVAL_LOSS, LOSS, RunLog
@@ -130,6 +130,7 @@ def curves_figure(
             drawn = _draw_curves(axes, with_curves, best, baseline, metric)
             axes.set_title(title, loc="left", color=_style.MUTED)
             axes.set_xlabel("step")
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
             if not drawn:
                 _say(axes, f"no {title.split(',')[0]} logged")
         handles = [
@@ -477,10 +478,12 @@ def _finish_loss_axis(axes: Axes, values: Sequence[float | None], top: float) ->
         axes.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         axes.yaxis.set_minor_locator(NullLocator())
         axes.set_ylim(low / 1.1, high * 1.1)
+        axes.yaxis.set_major_formatter(FuncFormatter(_short_number))
     else:
         pad = 0.06 * (high - low) if high > low else 0.05 * abs(high) or 0.1
         axes.set_ylim(low - pad, high + pad)
-    axes.yaxis.set_major_formatter(FuncFormatter(_short_number))
+        # as many decimals as the tick spacing needs (5.535, 5.540 ...), never an offset
+        axes.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
 
 
 def _numbers(trials: Sequence[TrialRecord]) -> list[int]:
