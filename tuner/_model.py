@@ -115,6 +115,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face hub answers at all (checked once per process)."""
     from huggingface_hub import constants
 
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # only the proxy knows; let the libraries try
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
@@ -279,7 +281,7 @@ def load_base_model(
             )
             quantized = "nf4-emulated-cpu"
     info = ModelInfo(
-        name=DEFAULT_MODEL if spec is None else spec,
+        name=DEFAULT_MODEL if spec is None or spec.strip().lower() in DEFAULT_ALIASES else spec,
         path=path,
         device=device,
         dtype=str(dtype).removeprefix("torch."),
