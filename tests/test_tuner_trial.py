@@ -94,6 +94,7 @@ def test_complete_trial_records_curve_best_and_timings(data):
     assert first.best_step in (2, 4)
     assert first.full_eval_loss is not None and math.isfinite(first.full_eval_loss)
     assert {"setup", "train", "eval", "full_eval", "cleanup"} <= set(first.seconds)
+    assert 0 < first.memory["rss"] <= first.memory["peak_rss"]
     assert run.config.training_args["per_device_train_batch_size"] == 4
     assert run.config.training_args["warmup_steps"] == 0.1  # installed (5.x) vocabulary
     attrs = first.user_attrs()

@@ -68,6 +68,9 @@ class TrialOutcome:
     per_device_train_batch_size: int | None = None
     gradient_accumulation_steps: int | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    #: Resident memory after the trial gave everything back, and the process's peak so far (MiB);
+    #: on CUDA also the trial's peak of allocated GPU memory.
+    memory: dict[str, float] = field(default_factory=dict)
     full_eval_loss: float | None = None
 
     @property
@@ -85,6 +88,7 @@ class TrialOutcome:
             "per_device_train_batch_size": self.per_device_train_batch_size,
             "gradient_accumulation_steps": self.gradient_accumulation_steps,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "memory_mb": {k: round(v, 1) for k, v in self.memory.items()},
             "curve": compact_curve(self.run),
         }
         if self.finding_code:
@@ -219,6 +223,8 @@ class Worker:
         outcome = TrialOutcome(state="failed", reason="", run=run)
         seconds = outcome.seconds
         set_seed(self.settings.seed)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         model = self.method.attach(self.base, peft)
         trainer: _TimedTrainer | None = None
         train_start = None
@@ -262,6 +268,7 @@ class Worker:
             del model
             release_memory()
             seconds["cleanup"] = time.perf_counter() - cleanup_start
+            outcome.memory = memory_use(self.device)
         return outcome
 
     def _after_training(
@@ -385,6 +392,21 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def memory_use(device: torch.device) -> dict[str, float]:
+    """Resident memory now and the process's peak, in MiB (and the CUDA peak since the last reset)."""
+    import resource
+
+    import psutil
+
+    usage = {
+        "rss": psutil.Process().memory_info().rss / 2**20,
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10,  # KiB on Linux
+    }
+    if device.type == "cuda":
+        usage["cuda_peak"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return usage
 
 
 def compact_curve(run: RunLog, digits: int = 5) -> str:
