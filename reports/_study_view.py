@@ -98,6 +98,14 @@ class LeaderRow:
     def compact(self) -> bool:
         return self.outcome != "complete"
 
+    @property
+    def reason_tail(self) -> str:
+        """The reason without the words its badge already says ("pruned" by Hyperband ...)."""
+        label = self.outcome_label.lower()
+        if self.reason.lower().startswith(label + " "):
+            return self.reason[len(label) :].lstrip(" :")
+        return self.reason
+
 
 @dataclass(frozen=True)
 class SpaceRow:

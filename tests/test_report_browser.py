@@ -210,6 +210,8 @@ PAGE_CHECKS = """
     plots: [...document.querySelectorAll(".plot")].map(p => p.id),
     rows: document.querySelectorAll("table.leaderboard tbody tr").length,
     overflowing: document.documentElement.scrollWidth > document.documentElement.clientWidth,
+    wideTables: [...document.querySelectorAll(".table-wrap")]
+      .filter(wrap => wrap.scrollWidth > wrap.clientWidth + 1).map(wrap => wrap.parentElement.id),
   };
 })()
 """
@@ -316,6 +318,7 @@ def test_the_report_of_a_real_study_opens_cleanly_in_chromium(real_study, tmp_pa
         assert image["width"] > 0 and image["height"] > 0 and image["shown"] > 0, image
     assert page["rows"] == len(study.trials)
     assert not page["overflowing"], "nothing wider than the window"
+    assert page["wideTables"] == [], "no table needs scrolling sideways"
 
     shot = Image.open(screenshot)
     assert shot.width == 1280 and shot.height > 3000
@@ -333,3 +336,25 @@ def test_the_browser_check_sees_errors_on_a_broken_page(tmp_path) -> None:
     assert any(f.startswith("console.error") and "boom" in f for f in found), found
     assert any(f.startswith("exception") for f in found), found
     assert seen["checks"]["scripts"] == 1
+
+
+def test_a_hundred_trial_report_stays_readable_in_chromium(tmp_path) -> None:
+    """A 100-trial study (synthetic curves): loads cleanly, every row and image is there, and the
+    leaderboard fits the page without scrolling sideways."""
+    from tests.test_study_report import synthetic_study
+
+    write_study_report(synthetic_study(100), tmp_path / "study", formats=("html",))
+    html_path = tmp_path / "study" / "report.html"
+    screenshot = tmp_path / "report.png"
+    seen = open_page(html_path, screenshot, tmp_path / "profile")
+    keep = os.environ.get("REPORT_SCREENSHOT_DIR")
+    if keep:
+        shutil.copy(screenshot, Path(keep) / "study_report_100_trials.png")
+    assert problems(seen["events"], html_path.resolve().as_uri()) == []
+    page = seen["checks"]
+    assert page["rows"] == 100 and page["scripts"] == 0
+    assert {"plot-history", "plot-curves", "plot-importance", "plot-slices", "plot-parallel"} <= {
+        image["plot"] for image in page["images"]
+    }
+    assert all(image["width"] > 0 and image["shown"] > 0 for image in page["images"])
+    assert not page["overflowing"] and page["wideTables"] == []
