@@ -33,18 +33,29 @@ def new_figure(width: float, height: float, *, layout: str | None = "constrained
 
 
 def place_axes(
-    figure: Figure, rows: int, *, left: float, right: float, top: float, bottom: float, gap: float
+    figure: Figure,
+    rows: int,
+    *,
+    left: float,
+    right: float,
+    top: float,
+    bottom: float,
+    gap: float,
+    columns: int = 1,
+    column_gap: float = 0.0,
 ) -> None:
-    """Fixed margins and gaps between ``rows`` stacked axes, in inches (the same on every figure,
-    so report figures line up one under the other)."""
+    """Fixed margins and gaps between ``rows`` stacked axes (and ``columns`` side by side), in
+    inches (the same on every figure, so report figures line up one under the other)."""
     width, height = figure.get_size_inches()
     mean_axes_height = (height - top - bottom - gap * (rows - 1)) / rows
+    mean_axes_width = (width - left - right - column_gap * (columns - 1)) / columns
     figure.subplots_adjust(
         left=left / width,
         right=1 - right / width,
         top=1 - top / height,
         bottom=bottom / height,
         hspace=gap / mean_axes_height,
+        wspace=column_gap / mean_axes_width if columns > 1 else None,
     )
 
 

@@ -181,15 +181,15 @@ def _trial_record(trial: Any, states: Any) -> TrialRecord:
         number=int(trial.number),
         outcome=outcome,
         params=dict(trial.params),
-        value=_number(value),
-        best_eval_loss=_number(user.get("best_eval_loss", value)),
+        value=finite_number(value),
+        best_eval_loss=finite_number(user.get("best_eval_loss", value)),
         best_step=_int(user.get("best_step")),
         steps_run=_int(user.get("steps_run")),
         reason=_reason(outcome, user, trial),
         finding_code=user.get("finding_code"),
-        full_eval_loss=_number(user.get("full_eval_loss")),
+        full_eval_loss=finite_number(user.get("full_eval_loss")),
         curve=curve_of(user.get("curve")),
-        seconds={str(k): float(v) for k, v in seconds.items() if _number(v) is not None},
+        seconds={str(k): float(v) for k, v in seconds.items() if finite_number(v) is not None},
         duration_s=duration,
         started=trial.datetime_start,
         completed=trial.datetime_complete,
@@ -293,7 +293,7 @@ def _varies(param: ParamSpec, trials: list[TrialRecord]) -> bool:
     return len(values) > 1
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -304,5 +304,5 @@ def _number(value: Any) -> float | None:
 
 
 def _int(value: Any) -> int | None:
-    number = _number(value)
+    number = finite_number(value)
     return None if number is None else int(number)

@@ -17,36 +17,19 @@ STUDY_REPORT_HTML = "report.html"
 STUDY_REPORT_MD = "report.md"
 
 
-def prepare_study_report(
-    study: Any,
-    *,
-    title: str | None = None,
-    snippet: str | None = None,
-    config_yaml: str | None = None,
-    train_command: str | None = None,
-    storage: str | None = None,
-    export_note: str = "",
-    generated: str | None = None,
-) -> StudyView:
+def prepare_study_report(study: Any, *, generated: str | None = None, **options: Any) -> StudyView:
     """Everything the report shows, figures drawn, for an ``optuna.Study`` or a :class:`StudyRecord`.
 
-    ``snippet`` is the best configuration as Python (TrainingArguments, LoraConfig, ...),
-    ``config_yaml`` the same as ``best_config.yaml`` and ``train_command`` the command that trains
-    it; ``storage`` is shown as given, so pass it without its password. ``generated`` (a time) is
-    printed under the title.
+    ``options`` (all optional): ``title``; ``snippet``, the best configuration as Python
+    (TrainingArguments, LoraConfig, ...); ``config_yaml``, the same as ``best_config.yaml``;
+    ``train_command``, the command that trains it; ``storage``, shown as given (so pass it without
+    its password); ``export_note``, a line under the snippet. ``generated`` (a time) is printed
+    under the title.
     """
     if isinstance(study, StudyView):
         return study
     record = study if isinstance(study, StudyRecord) else study_record(study)
-    view = study_view(
-        record,
-        title=title,
-        snippet=snippet,
-        config_yaml=config_yaml,
-        train_command=train_command,
-        storage=storage,
-        export_note=export_note,
-    )
+    view = study_view(record, **options)
     view.generated = generated or ""
     return view
 

@@ -15,16 +15,11 @@ from typing import Any
 from diagnostics import diagnose
 from diagnostics.findings import Diagnosis
 from reports._figures import figure_to_png_bytes, styled
-from reports._run_plot import _short_number
-from reports._study_plots import (
-    curves_figure,
-    history_figure,
-    importance_figure,
-    parallel_figure,
-    slice_figure,
-)
-from reports._study_records import StudyRecord, TrialRecord, curve_of
-from reports._view import RunError, RunView, format_value, run_views
+from reports._param_plots import parallel_figure, slice_figure
+from reports._study_facts import SpaceRow, dig, duration_text, one_line, param_text, space_rows, study_facts
+from reports._study_plots import curves_figure, history_figure, importance_figure
+from reports._study_records import StudyRecord, TrialRecord, curve_of, finite_number
+from reports._view import RunError, RunView, run_views
 
 OUTCOME_LABELS = {
     "complete": "complete",
@@ -41,7 +36,6 @@ OUTCOME_LABELS = {
 #: pruner stopped for being merely worse.
 FAILED_OUTCOMES = ("diverged", "nan", "failed", "infeasible")
 MAX_FAILED_DIAGNOSES = 3
-VERSION_PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "optuna")
 QLORA_EMULATION_NOTE = (
     "QLoRA ran with CPU NF4 emulation: there is no CUDA here, so the frozen base was quantised to NF4 "
     "and dequantised again with bitsandbytes' own functions, and LoRA trained on top at full speed. "
@@ -105,14 +99,6 @@ class LeaderRow:
         if self.reason.lower().startswith(label + " "):
             return self.reason[len(label) :].lstrip(" :")
         return self.reason
-
-
-@dataclass(frozen=True)
-class SpaceRow:
-    name: str
-    range: str
-    default: str
-    source: str
 
 
 @dataclass
@@ -182,8 +168,8 @@ def study_view(
         answer=_answer(record, baseline, snippet, config_yaml, train_command, export_note),
         facts=study_facts(record, storage),
         emulation_note=QLORA_EMULATION_NOTE if attrs.get("qlora_cpu_emulation") else None,
-        space=_space_rows(attrs.get("search_space")),
-        space_note=_text(_get(attrs, "search_space", "description")),
+        space=space_rows(attrs.get("search_space")),
+        space_note=one_line(dig(attrs, "search_space", "description")),
         counts=[(o, OUTCOME_LABELS[o], counts[o]) for o in OUTCOME_LABELS if counts[o]],
         param_headers=[p.display for p in record.params],
         leaderboard=_leaderboard(record),
@@ -217,11 +203,11 @@ def _answer(
         train_command=train_command,
         export_note=export_note,
     )
-    base_loss = _finite(baseline.get("eval_loss")) if baseline else None
+    base_loss = finite_number(baseline.get("eval_loss")) if baseline else None
     if base_loss is not None and best.value is not None:
         change = (base_loss - best.value) / abs(base_loss) if base_loss else 0.0
         answer.better = best.value < base_loss
-        steps = _get(record.attrs, "budget", "max_steps")
+        steps = dig(record.attrs, "budget", "max_steps")
         same = f" in the same {steps} steps" if steps else ""
         if answer.better:
             answer.comparison = (
@@ -246,7 +232,7 @@ def _answer(
 def _param_rows(record: StudyRecord, best: TrialRecord, baseline: Mapping[str, Any] | None) -> list[ParamRow]:
     defaults = _flat_config(baseline.get("config")) if baseline else {}
     if not defaults:
-        defaults = dict(_get(record.attrs, "search_space", "defaults", "values") or {})
+        defaults = dict(dig(record.attrs, "search_space", "defaults", "values") or {})
     rows = []
     for param in record.params:
         if param.name not in best.params:
@@ -269,7 +255,7 @@ def _default_of(name: str, label: str, defaults: Mapping[str, Any]) -> Any:
         return defaults[name]
     if " / " in label:  # a ratio: lora_alpha / r
         top, bottom = label.split(" / ", 1)
-        a, b = _finite(defaults.get(top)), _finite(defaults.get(bottom))
+        a, b = finite_number(defaults.get(top)), finite_number(defaults.get(bottom))
         if a is not None and b:
             ratio = a / b
             return int(ratio) if ratio.is_integer() else ratio
@@ -284,156 +270,6 @@ def _flat_config(config: Any) -> dict[str, Any]:
         if isinstance(config.get(group), Mapping):
             flat.update(config[group])
     return flat
-
-
-# --- the study ---------------------------------------------------------------------------------------
-
-
-def study_facts(record: StudyRecord, storage: str | None = None) -> list[tuple[str, str]]:
-    """(label, text) rows describing how the study was run; unknown rows are left out."""
-    attrs = record.attrs
-    rows = [
-        ("Model", _model_text(attrs.get("model"))),
-        ("Dataset", _dataset_text(attrs.get("dataset"))),
-        ("Method", _text(attrs.get("method"))),
-        ("Sampler", _text(attrs.get("sampler"))),
-        ("Pruner", _pruner_text(attrs.get("pruner"))),
-        ("Budget", _budget_text(attrs.get("budget"))),
-        ("Hardware", _hardware_text(attrs.get("hardware"), record.trials)),
-        ("Versions", _versions_text(attrs.get("versions"))),
-        ("Total time", _time_text(record.trials)),
-        ("Storage", storage or ""),
-    ]
-    return [(label, text) for label, text in rows if text]
-
-
-def _model_text(model: Any) -> str:
-    if not isinstance(model, Mapping):
-        return _text(model)
-    parts = [_text(model.get("spec") or model.get("name"))]
-    if model.get("name") and model.get("spec") and model["name"] != model["spec"]:
-        parts[0] += f" ({model['name']})"
-    n_params = _finite(model.get("n_params"))
-    if n_params:
-        parts.append(f"{_count(n_params)} parameters")
-    where = " on ".join(_text(model.get(k)) for k in ("dtype", "device") if model.get(k))
-    if where:
-        parts.append(where)
-    if model.get("quantization") not in (None, "", "none"):
-        parts.append(f"quantization {model['quantization']}")
-    return " · ".join(p for p in parts if p)
-
-
-def _dataset_text(dataset: Any) -> str:
-    if not isinstance(dataset, Mapping):
-        return _text(dataset)
-    name = _text(dataset.get("spec") or dataset.get("name"))
-    extra = [
-        f"{k.replace('_', ' ')} {format_value(v)}"
-        for k, v in dataset.items()
-        if k not in ("spec", "name", "path") and isinstance(v, int | float | str) and not isinstance(v, bool)
-    ]
-    return " · ".join([name, *extra[:6]]) if name else " · ".join(extra[:6])
-
-
-def _pruner_text(pruner: Any) -> str:
-    names = {"hyperband": "Hyperband", "halving": "successive halving", "median": "median", "none": "none"}
-    text = names.get(str(pruner), _text(pruner))
-    if text and text != "none":
-        text += " on eval loss, plus the diagnostics rules (a diverging or NaN trial stops at once)"
-    return text
-
-
-def _budget_text(budget: Any) -> str:
-    if not isinstance(budget, Mapping):
-        return _text(budget)
-    parts = []
-    if budget.get("n_trials") is not None:
-        parts.append(f"{budget['n_trials']} trials")
-    if budget.get("max_steps") is not None:
-        parts.append(f"{budget['max_steps']} steps each")
-    if budget.get("eval_every") is not None:
-        examples = f" on {budget['eval_examples']} examples" if budget.get("eval_examples") else ""
-        parts.append(f"eval every {budget['eval_every']} steps{examples}")
-    if budget.get("max_length") is not None:
-        parts.append(f"{budget['max_length']} tokens per example")
-    if budget.get("timeout"):
-        parts.append(f"timeout {duration_text(float(budget['timeout']))}")
-    return " · ".join(parts)
-
-
-def _hardware_text(hardware: Any, trials: Sequence[TrialRecord]) -> str:
-    workers = {t.worker for t in trials if t.worker}
-    parts = []
-    if isinstance(hardware, Mapping):
-        if hardware.get("gpu"):
-            memory = f" ({hardware['gpu_memory_gb']} GB)" if hardware.get("gpu_memory_gb") else ""
-            parts.append(f"{hardware['gpu']}{memory}")
-        elif hardware.get("cuda") is False:
-            parts.append("no GPU")
-        if hardware.get("cpu_count"):
-            parts.append(f"{hardware['cpu_count']} CPU cores")
-        if hardware.get("memory_gb"):
-            parts.append(f"{hardware['memory_gb']} GB RAM")
-        if hardware.get("host"):
-            parts.append(f"host {hardware['host']}")
-    elif hardware:
-        parts.append(_text(hardware))
-    if len(workers) > 1:
-        parts.append(f"{len(workers)} workers (hardware of the first shown)")
-    return " · ".join(parts)
-
-
-def _versions_text(versions: Any) -> str:
-    if not isinstance(versions, Mapping):
-        return _text(versions)
-    known = [p for p in VERSION_PACKAGES if p in versions] + sorted(set(versions) - set(VERSION_PACKAGES))
-    return " · ".join(f"{p} {versions[p]}" for p in known)
-
-
-def _time_text(trials: Sequence[TrialRecord]) -> str:
-    starts = [t.started for t in trials if t.started is not None]
-    ends = [t.completed for t in trials if t.completed is not None]
-    if not starts or not ends:
-        return ""
-    wall = (max(ends) - min(starts)).total_seconds()
-    busy = sum(t.duration_s or 0.0 for t in trials)
-    text = f"{duration_text(wall)} from the first trial's start to the last one's end"
-    if busy > wall * 1.05:
-        text += f" ({duration_text(busy)} of trial time across workers)"
-    return text
-
-
-def _space_rows(space: Any) -> list[SpaceRow]:
-    params = space.get("params") if isinstance(space, Mapping) else None
-    if not isinstance(params, Mapping):
-        return []
-    defaults = _get(space, "defaults", "values") or {}
-    rows = []
-    for name, spec in params.items():
-        if not isinstance(spec, Mapping):
-            continue
-        rows.append(
-            SpaceRow(
-                str(name),
-                _range_text(spec),
-                param_text(defaults[name]) if name in defaults else "—",
-                _text(spec.get("source")),
-            )
-        )
-    return rows
-
-
-def _range_text(spec: Mapping[str, Any]) -> str:
-    kind = spec.get("kind")
-    if kind == "fixed":
-        return f"fixed: {param_text(spec.get('value'))}"
-    if "choices" in spec:
-        choices = "{" + ", ".join(param_text(c) for c in spec.get("choices") or []) + "}"
-        return f"{spec.get('of')} × {choices}" if kind == "ratio_of" else choices
-    low, high = param_text(spec.get("low")), param_text(spec.get("high"))
-    text = f"[{low}, {high}]" + (" log" if spec.get("log") else "")
-    return f"{spec.get('of')} × {text}" if kind == "ratio_of" else text
 
 
 # --- leaderboard -------------------------------------------------------------------------------------
@@ -482,7 +318,7 @@ def _leaderboard(record: StudyRecord) -> list[LeaderRow]:
 
 
 def _figures(record: StudyRecord, baseline: Mapping[str, Any] | None) -> list[FigureView]:
-    base_loss = _finite(baseline.get("eval_loss")) if baseline else None
+    base_loss = finite_number(baseline.get("eval_loss")) if baseline else None
     base_curve = curve_of(baseline.get("curve")) if baseline else None
     best = record.best
     labels = {p.name: p.display for p in record.params}
@@ -560,33 +396,8 @@ def _diagnoses(record: StudyRecord) -> dict[str, Any]:
 # --- formatting --------------------------------------------------------------------------------------
 
 
-def param_text(value: Any) -> str:
-    """A parameter value as short as a TrainingArguments value is written (``2e-4``, ``0.05``)."""
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, float):
-        if value == 0:
-            return "0.0"
-        if value.is_integer() and abs(value) < 1e4:
-            return f"{value:.1f}"  # 1.0: a float argument stays a float
-        if 1e-3 <= abs(value) < 1e4:
-            return f"{value:.3g}"
-        return _short_number(float(f"{value:.2e}"))
-    return format_value(value)
-
-
-def duration_text(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
 def _subtitle(record: StudyRecord, counts: Counter[str]) -> list[str]:
-    parts = [p for p in (_text(record.attrs.get("method")), _model_name(record.attrs.get("model"))) if p]
+    parts = [p for p in (one_line(record.attrs.get("method")), _model_name(record.attrs.get("model"))) if p]
     finished = sum(counts[o] for o in OUTCOME_LABELS if o not in ("running", "waiting"))
     parts.append(f"{finished} trial{'s' if finished != 1 else ''} finished")
     if counts["running"]:
@@ -596,8 +407,8 @@ def _subtitle(record: StudyRecord, counts: Counter[str]) -> list[str]:
 
 def _model_name(model: Any) -> str:
     if isinstance(model, Mapping):
-        return _text(model.get("name") or model.get("spec"))
-    return _text(model)
+        return one_line(model.get("name") or model.get("spec"))
+    return one_line(model)
 
 
 def _step_text(trial: TrialRecord) -> str:
@@ -609,34 +420,3 @@ def _step_text(trial: TrialRecord) -> str:
 
 def _loss(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
-
-
-def _count(n: float) -> str:
-    for size, suffix in ((1e9, " B"), (1e6, " M"), (1e3, " k")):
-        if n >= size:
-            return f"{n / size:.3g}{suffix}"
-    return f"{n:.0f}"
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _get(mapping: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(mapping, Mapping):
-            return None
-        mapping = mapping.get(key)
-    return mapping
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return " ".join(str(value).split())

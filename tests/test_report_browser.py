@@ -239,6 +239,17 @@ def problems(events: list[dict[str, Any]], page: str) -> list[str]:
     return found
 
 
+def load_cleanly(html: Path, screenshot: Path, profile: Path, *, keep_as: str) -> dict[str, Any]:
+    """Open the page, fail on any console error, exception, dialog or request, and return what the
+    page showed. With ``$REPORT_SCREENSHOT_DIR`` set, the screenshot is also kept there."""
+    seen = open_page(html, screenshot, profile)
+    keep = os.environ.get("REPORT_SCREENSHOT_DIR")
+    if keep:
+        shutil.copy(screenshot, Path(keep) / keep_as)
+    assert problems(seen["events"], html.resolve().as_uri()) == []
+    return seen["checks"]
+
+
 @pytest.fixture(scope="module")
 def real_study(tmp_path_factory) -> tuple[Any, Path, str]:
     """Four real QLoRA trials on the tiny Llama (CPU NF4 emulation), with the common defaults."""
@@ -293,13 +304,7 @@ def test_the_report_of_a_real_study_opens_cleanly_in_chromium(real_study, tmp_pa
         assert len(set(image.getdata())) > 4, "an image with something drawn on it"
 
     screenshot = tmp_path / "report.png"
-    seen = open_page(html_path, screenshot, tmp_path / "profile")
-    keep = os.environ.get("REPORT_SCREENSHOT_DIR")
-    if keep:
-        shutil.copy(screenshot, Path(keep) / "study_report.png")
-    assert problems(seen["events"], html_path.resolve().as_uri()) == []
-
-    page = seen["checks"]
+    page = load_cleanly(html_path, screenshot, tmp_path / "profile", keep_as="study_report.png")
     # the study name with a <script> in it is shown as text and nothing ran
     assert page["scripts"] == 0
     assert page["title"] == f"Tuning report: tiny {EVIL}"
@@ -345,13 +350,8 @@ def test_a_hundred_trial_report_stays_readable_in_chromium(tmp_path) -> None:
 
     write_study_report(synthetic_study(100), tmp_path / "study", formats=("html",))
     html_path = tmp_path / "study" / "report.html"
-    screenshot = tmp_path / "report.png"
-    seen = open_page(html_path, screenshot, tmp_path / "profile")
-    keep = os.environ.get("REPORT_SCREENSHOT_DIR")
-    if keep:
-        shutil.copy(screenshot, Path(keep) / "study_report_100_trials.png")
-    assert problems(seen["events"], html_path.resolve().as_uri()) == []
-    page = seen["checks"]
+    shot = tmp_path / "report.png"
+    page = load_cleanly(html_path, shot, tmp_path / "profile", keep_as="study_report_100.png")
     assert page["rows"] == 100 and page["scripts"] == 0
     assert {"plot-history", "plot-curves", "plot-importance", "plot-slices", "plot-parallel"} <= {
         image["plot"] for image in page["images"]

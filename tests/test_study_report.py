@@ -23,7 +23,8 @@ from PIL import Image
 from diagnostics.findings import Diagnosis, Finding
 from diagnostics.runlog import RunLog
 from reports import render_diagnosis_html, render_study_html, render_study_markdown, study_record
-from reports._study_view import leaderboard_order, param_text
+from reports._study_facts import param_text
+from reports._study_view import leaderboard_order
 from search_spaces import load_space
 from tuner._report import redact_url, write_study_report
 
