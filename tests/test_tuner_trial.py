@@ -184,7 +184,10 @@ def test_pruner_stops_the_trial_and_says_so(data):
     trial = study.ask()
     outcome = worker.run(ARGS, LORA, trial=trial, pruner_name="threshold")
     assert outcome.state == "pruned"
-    assert outcome.reason == "pruned at step 2: pruned by threshold at step 2"
+    assert (
+        outcome.reason
+        == f"pruned at step 2: by the threshold pruner (eval loss {outcome.best_eval_loss:.4g})"
+    )
     assert outcome.steps_run == 2
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {2: outcome.best_eval_loss}
 

@@ -76,7 +76,8 @@ class TrialCallback(TrainerCallback):
         step = state.global_step
         self.trial.report(float(value), step)
         if self.trial.should_prune():
-            self._stop(control, StopReason("pruned", step, f"pruned by {self.pruner_name} at step {step}"))
+            reason = f"by the {self.pruner_name} pruner (eval loss {value:.4g})"
+            self._stop(control, StopReason("pruned", step, reason))
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs

@@ -136,7 +136,7 @@ class LiveView(NullView):
         self._counts = counts
 
     def trial_started(self, number: int | str, config: Any) -> None:
-        values = config.values() if hasattr(config, "values") else dict(config)
+        values = dict(config) if isinstance(config, dict) else config.values()  # a TrialConfig
         shown = ", ".join(f"{k}={_short(v)}" for k, v in values.items() if k in _SHOWN)
         self._running = _Running(number, shown)
 
