@@ -93,6 +93,15 @@ class LeaderRow:
         return self.outcome != "complete"
 
     @property
+    def outcome_text(self) -> str:
+        """The outcome and its reason in one phrase: "pruned by Hyperband at step 4"."""
+        if not self.reason:
+            return self.outcome_label
+        if self.reason.lower().startswith(self.outcome_label.lower() + " "):
+            return self.reason
+        return f"{self.outcome_label}: {self.reason}"
+
+    @property
     def reason_tail(self) -> str:
         """The reason without the words its badge already says ("pruned" by Hyperband ...)."""
         label = self.outcome_label.lower()

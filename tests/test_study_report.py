@@ -276,7 +276,8 @@ def test_leaderboard_is_sorted_and_says_why_each_trial_stopped(study, report) ->
         assert outcome in reasons
         tail = reasons[outcome].removeprefix(label).lstrip(" :")  # the badge says the first words
         assert f'{label}</span> <span class="reason">{tail}</span>' in html
-        assert f"{label}: {reasons[outcome]}" in markdown
+        phrase = reasons[outcome] if reasons[outcome].startswith(label) else f"{label}: {reasons[outcome]}"
+        assert f"| {phrase} |" in markdown
 
 
 def test_every_plot_is_there(report) -> None:
