@@ -116,15 +116,19 @@ def test_every_method_completes_a_study(tmp_path, method):
 
 
 def test_best_and_train_commands(tmp_path):
-    assert runner.invoke(app, study_args(tmp_path, "lora", n_trials=2)).exit_code == 0
+    args = [a for a in study_args(tmp_path, "lora", n_trials=2) if a != "-q"]  # with the (non-terminal) view
+    study = runner.invoke(app, args)
+    assert study.exit_code == 0, study.output
+    assert "trial 0  " in study.output and "best: trial" in study.output
     shown = runner.invoke(app, ["best", str(tmp_path / "lora"), "--out", str(tmp_path / "exported")])
     assert shown.exit_code == 0, shown.output
     assert "LoraConfig(" in shown.output and "warmup_steps=" in shown.output
     config = tmp_path / "exported" / "best_config.yaml"
     trained = runner.invoke(
-        app, ["train", "-q", "--config", str(config), "--max-steps", "3", "--out", str(tmp_path / "trained")]
+        app, ["train", "--config", str(config), "--max-steps", "3", "--out", str(tmp_path / "trained")]
     )
     assert trained.exit_code == 0, trained.output
+    assert "trained 3 steps; eval loss on the whole split" in trained.output
     for name in ("adapter_config.json", "trainer_state.json", "run_log.json"):
         assert (tmp_path / "trained" / name).is_file(), name
 

@@ -15,8 +15,10 @@ import dataclasses
 import gc
 import json
 import math
+import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +167,10 @@ class Worker:
         if getattr(tokenizer, "pad_token", None) is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-        self._scratch = scratch_dir or Path(tempfile.mkdtemp(prefix="tune-trainer-"))
+        if scratch_dir is None:  # the Trainer wants an output_dir; trials save nothing there
+            scratch_dir = Path(tempfile.mkdtemp(prefix="tune-trainer-"))
+            weakref.finalize(self, shutil.rmtree, scratch_dir, True)
+        self._scratch = scratch_dir
         method.prepare(base)
 
     @property
