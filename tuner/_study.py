@@ -310,6 +310,11 @@ def _optimize(study: optuna.Study, objective: _Objective, settings: StudySetting
         counts = StudyCounts.of(study, settings.n_trials)
         view.update(counts)
         if counts.finished + counts.running >= settings.n_trials:
+            if counts.running and counts.finished < settings.n_trials:
+                view.message(
+                    f"{counts.running} trial(s) still running in other workers (a dead worker's trial is "
+                    f"retried by the next worker that starts after {settings.grace_period} s)"
+                )
             return
         if deadline is not None and time.monotonic() >= deadline:
             view.message(f"timeout of {settings.timeout:g} s reached")
