@@ -213,6 +213,7 @@ def _outcome(trial: Any, user: Mapping[str, Any], states: Any) -> str:
 
 _STORED_PRUNE = re.compile(r"^pruned at step (\d+): (.*)$")
 _PRUNER_NAMES = {"hyperband": "Hyperband", "halving": "successive halving", "median": "the median pruner"}
+_EVAL_LOSS = re.compile(r"eval loss ([-+0-9.eE]+|nan|inf)")
 
 
 def _reason(outcome: str, user: Mapping[str, Any], trial: Any) -> str:
@@ -221,20 +222,30 @@ def _reason(outcome: str, user: Mapping[str, Any], trial: Any) -> str:
         return ""
     text = " ".join(str(user.get("reason") or "").split())
     if outcome == "pruned":
-        match = _STORED_PRUNE.match(text)
-        if match:  # "pruned at step 4: pruned by hyperband at step 4" says it twice
-            text = match.group(2)
-        for raw, nice in _PRUNER_NAMES.items():
-            text = text.replace(f"by {raw} ", f"by {nice} ")
-        if not text:
-            step = max(trial.intermediate_values, default=None)
-            text = "pruned" + (f" at step {step}" if step is not None else "")
+        text = _pruned_text(text, trial)
     if not text:
         text = str(trial.system_attrs.get("fail_reason") or "") if hasattr(trial, "system_attrs") else ""
         text = " ".join(text.split())
     if not text and outcome == "failed":
         text = "failed (no reason recorded; its worker may have died)"
     return text
+
+
+def _pruned_text(stored: str, trial: Any) -> str:
+    """ "pruned by Hyperband at step 4 (eval loss 2.31)", whichever way the tuner worded it
+    ("pruned at step 4: by the hyperband pruner (eval loss 2.31)", "... pruned by hyperband at step 4")."""
+    match = _STORED_PRUNE.match(stored)
+    if match is None:
+        if stored:
+            return stored
+        step = max(trial.intermediate_values, default=None)
+        return "pruned" + (f" at step {step}" if step is not None else "")
+    step, rest = match.groups()
+    pruner = next((nice for raw, nice in _PRUNER_NAMES.items() if raw in rest.lower()), None)
+    if pruner is None:
+        return stored
+    loss = _EVAL_LOSS.search(rest)
+    return f"pruned by {pruner} at step {step}" + (f" (eval loss {loss.group(1)})" if loss else "")
 
 
 def curve_of(stored: Any) -> RunLog | None:

@@ -141,7 +141,8 @@ def synthetic_study(
         elif kind == "pruned":
             stop = int(rng.choice([4, 12]))
             run = fake_curve(number, lr, stop, final + 0.2)
-            attrs["reason"] = f"pruned at step {stop}: pruned by hyperband at step {stop}"
+            last = float(run.series("eval_loss").values[-1])
+            attrs["reason"] = f"pruned at step {stop}: by the hyperband pruner (eval loss {last:.4g})"
             for step, value in zip(
                 run.series("eval_loss").steps, run.series("eval_loss").values, strict=True
             ):
@@ -331,6 +332,29 @@ def test_running_trials_are_shown_as_running() -> None:
     study.ask()  # a trial another worker is running right now
     html = render_study_html(study)
     assert "1 running" in html and "outcome-running" in html
+
+
+PRUNED_WORDINGS = [  # (as the tuner stored it, as the report says it)
+    (
+        "pruned at step 4: by the hyperband pruner (eval loss 2.31)",
+        "pruned by Hyperband at step 4 (eval loss 2.31)",
+    ),
+    ("pruned at step 12: pruned by hyperband at step 12", "pruned by Hyperband at step 12"),
+    (
+        "pruned at step 8: by the median pruner (eval loss 1.9)",
+        "pruned by the median pruner at step 8 (eval loss 1.9)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("stored", "shown"), PRUNED_WORDINGS)
+def test_a_pruned_trial_says_by_which_pruner_at_which_step(stored: str, shown: str) -> None:
+    def reason(attrs: dict, kind: str) -> None:
+        attrs["reason"] = stored
+
+    study = synthetic_study(2, kinds=("complete", "pruned"), edit=reason)
+    (pruned,) = [t for t in study_record(study, importances=False).trials if t.outcome == "pruned"]
+    assert pruned.reason == shown
 
 
 def test_param_values_read_like_arguments() -> None:
