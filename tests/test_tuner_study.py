@@ -216,14 +216,14 @@ def test_three_failures_in_a_row_end_the_study_with_one_line(tmp_path, monkeypat
 
 
 def test_a_dead_workers_trial_is_retried(tmp_path):
-    settings = settings_for(tmp_path, n_trials=2, heartbeat_interval=1, grace_period=1)
+    settings = settings_for(tmp_path, n_trials=2, heartbeat_interval=1, grace_period=2)
     storage = open_storage(settings.storage_url(), settings)
     study = optuna.create_study(study_name=settings.resolved_study_name(), storage=storage)
     dead = study.ask({"learning_rate": optuna.distributions.FloatDistribution(3e-5, 1e-3, log=True)})
     storage.record_heartbeat(dead._trial_id)  # then the worker "dies": no more heartbeats
     import time
 
-    time.sleep(2.5)
+    time.sleep(3.5)
     run_study(settings)
     study = load(tmp_path)
     assert study.trials[0].state == TrialState.FAIL

@@ -111,6 +111,13 @@ def test_complete_trial_records_curve_best_and_timings(data):
     assert _same(_weights(worker), pristine)
 
 
+def test_eval_loss_is_per_token_whatever_the_batching(data):
+    by_eight = _worker(data, eval_batch_size=8).run(ARGS, LORA, evaluate_full=True)
+    by_five = _worker(data, eval_batch_size=5).run(ARGS, LORA, evaluate_full=True)
+    assert by_five.best_eval_loss == pytest.approx(by_eight.best_eval_loss, rel=1e-5)
+    assert by_five.full_eval_loss == pytest.approx(by_eight.full_eval_loss, rel=1e-5)
+
+
 def test_full_fine_tuning_restores_weights_between_trials(data):
     worker = _worker(data, method="full")
     pristine = _weights(worker)

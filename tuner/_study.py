@@ -161,16 +161,20 @@ def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
     pruner = build_pruner(settings.pruner, eval_every=settings.eval_every, max_steps=settings.max_steps)
     if settings.n_trials < 0 or settings.max_steps < 1 or settings.eval_every < 1:
         raise StudyError("--n-trials must be >= 0, --max-steps and --eval-every >= 1")
+    if not 0 < settings.heartbeat_interval < settings.grace_period:
+        raise StudyError("--grace-period must be longer than --heartbeat-interval (and both > 0)")
     name, url, out = settings.resolved_study_name(), settings.storage_url(), settings.out_dir()
     storage = open_storage(url, settings)
     existing = _existing_trials(storage, name)
     n_startup = max(2, min(10, settings.n_trials // 3))
-    sampler = optuna.samplers.TPESampler(
-        seed=_sampler_seed(settings, existing),
-        n_startup_trials=n_startup,
-        multivariate=True,
-        constant_liar=True,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate
+        sampler = optuna.samplers.TPESampler(
+            seed=_sampler_seed(settings, existing),
+            n_startup_trials=n_startup,
+            multivariate=True,
+            constant_liar=True,
+        )
     sampler_text = f"TPESampler(multivariate=True, constant_liar=True, n_startup_trials={n_startup})"
     study = optuna.create_study(
         study_name=name,
@@ -184,7 +188,7 @@ def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
     worker, model_info, data_info = load_worker(settings, method, space)
     _record_study_attrs(study, settings, space, sampler_text, model_info, data_info)
     result = StudyResult(name, url, out, counts=StudyCounts.of(study, settings.n_trials))
-    objective = _Objective(study, space, worker, settings, out, view)
+    objective = _Objective(study, space, worker, settings, view)
     view.start(name, settings.n_trials, result.counts)
     # The base model, the data and the libraries are hundreds of thousands of long-lived objects:
     # frozen, they are left out of every garbage collection (~0.5 s each, several per trial).
@@ -246,7 +250,6 @@ class _Objective:
         space: SearchSpace,
         worker: Worker,
         settings: StudySettings,
-        out: Path,
         view: Any,
     ) -> None:
         self.study, self.space, self.worker, self.settings, self.view = study, space, worker, settings, view
@@ -287,8 +290,6 @@ def _tell(trial: optuna.Trial, outcome: TrialOutcome) -> float:
     """Map a trial outcome onto Optuna: COMPLETE with the best eval loss, PRUNED (stopped early,
     diverged, or out of memory with a violated constraint), or FAIL."""
     if outcome.state == "complete":
-        if outcome.best_eval_loss is None:
-            raise _TrialFailed("no evaluation ran")
         return outcome.best_eval_loss
     if outcome.state == "infeasible":
         # The TPE sampler only learns from COMPLETE and PRUNED trials; a violated constraint puts

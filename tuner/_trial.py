@@ -75,10 +75,6 @@ class TrialOutcome:
     memory: dict[str, float] = field(default_factory=dict)
     full_eval_loss: float | None = None
 
-    @property
-    def objective(self) -> float | None:
-        return self.best_eval_loss
-
     def user_attrs(self) -> dict[str, Any]:
         """Compact, JSON-safe attributes for the Optuna trial."""
         attrs: dict[str, Any] = {
@@ -101,16 +97,42 @@ class TrialOutcome:
 
 
 class _TimedTrainer(Trainer):
-    """Trainer that keeps the seconds it spent evaluating (training time = the rest)."""
+    """Trainer whose evaluation is the mean loss per completion token, without gradients, and
+    timed (training time = the rest).
+
+    HF's own evaluation averages per-batch means, so its number depends on how examples are
+    batched; this one does not, which lets the eval set be batched by length (less padding) and a
+    whole-split loss be assembled from the parts of the split (see ``nll``).
+    """
 
     eval_seconds = 0.0
+    #: (sum of token losses, number of tokens) of the last evaluation.
+    nll: tuple[float, int] = (0.0, 0)
 
-    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
         start = time.perf_counter()
+        model, was_training = self.model, self.model.training
+        model.eval()
+        total, count = 0.0, 0
         try:
-            return super().evaluate(*args, **kwargs)
+            with torch.no_grad():
+                for batch in self.get_eval_dataloader(eval_dataset):
+                    batch = self._prepare_inputs(batch)
+                    with self.autocast_smart_context_manager():
+                        loss = model(**batch).loss
+                    # the model's loss is the mean over the shifted labels that are not -100
+                    tokens = int((batch["labels"][..., 1:] != -100).sum())
+                    total, count = total + float(loss) * tokens, count + tokens
         finally:
+            model.train(was_training)
             self.eval_seconds += time.perf_counter() - start
+        self.nll = (total, count)
+        metrics = {f"{metric_key_prefix}_loss": total / max(count, 1)}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
 
 @dataclass
@@ -134,6 +156,8 @@ class _Kept:
     peft: dict[str, Any]
     state: dict[str, torch.Tensor]
     trainer_state: str
+    #: (sum of token losses, tokens) on the eval subset at the last step.
+    subset_nll: tuple[float, int]
 
 
 class Worker:
@@ -157,10 +181,17 @@ class Worker:
         self.settings = settings
         # Evaluation batches of similar lengths waste less on padding; the order is fixed, so every
         # trial's eval loss is computed over the same batches.
-        self.eval_dataset = _by_length(eval_dataset)
-        n_eval = len(eval_dataset) if settings.eval_examples is None else settings.eval_examples
-        subset = eval_dataset.select(range(min(n_eval, len(eval_dataset))))
-        self.eval_subset = self.eval_dataset if len(subset) == len(eval_dataset) else _by_length(subset)
+        # The trials' subset is a prefix of the eval split (ordered by a hash: a fair sample); the
+        # rest completes it to the whole split. Both are batched by length: less padding.
+        self.eval_dataset = eval_dataset
+        n_eval = (
+            len(eval_dataset)
+            if settings.eval_examples is None
+            else min(settings.eval_examples, len(eval_dataset))
+        )
+        self.eval_subset = _by_length(eval_dataset.select(range(n_eval)))
+        rest = range(n_eval, len(eval_dataset))
+        self.eval_rest = _by_length(eval_dataset.select(rest)) if len(rest) else None
         # Learned from out-of-memory errors: the largest micro batch known to fit.
         self.max_micro_batch = settings.max_micro_batch
         self.kept: _Kept | None = None
@@ -205,8 +236,8 @@ class Worker:
         trainer = None
         try:
             self.method.restore(model, kept.state)
-            trainer = self._trainer(model, self._arguments({}), self.eval_dataset)
-            loss = float(trainer.evaluate()["eval_loss"])
+            trainer = self._trainer(model, self._arguments({}), self.eval_subset)
+            loss = self._whole_split_loss(trainer, kept.subset_nll)
             if save_dir is not None:
                 self._save(model, save_dir, kept.trainer_state)
         finally:
@@ -286,25 +317,24 @@ class Worker:
     ) -> None:
         if opts.keep is not None and opts.keep(outcome):
             state = self.method.snapshot(model)
-            self.kept = _Kept(opts.name, dict(peft), state, _state_json(trainer))
+            self.kept = _Kept(opts.name, dict(peft), state, _state_json(trainer), trainer.nll)
         if not (opts.evaluate_full or opts.save_dir):
             return
         start = time.perf_counter()
         if opts.evaluate_full:
-            outcome.full_eval_loss = self._full_eval_loss(trainer, outcome.run)
+            outcome.full_eval_loss = self._whole_split_loss(trainer, trainer.nll)
         if opts.save_dir is not None:
             self._save(model, opts.save_dir, _state_json(trainer))
         outcome.seconds["full_eval"] = time.perf_counter() - start
 
-    def _full_eval_loss(self, trainer: Trainer, run: RunLog) -> float:
-        """Eval loss of the trained weights on the whole eval split (free when trials already
-        evaluate the whole split: the last evaluation ran at the last step)."""
-        if self.eval_subset is self.eval_dataset and run.has("eval_loss"):
-            series = run.series("eval_loss")
-            if series.steps[-1] == run.last_step:
-                return float(series.values[-1])
-        metrics = trainer.evaluate(eval_dataset=self.eval_dataset, metric_key_prefix="full")
-        return float(metrics["full_loss"])
+    def _whole_split_loss(self, trainer: _TimedTrainer, subset_nll: tuple[float, int]) -> float:
+        """Loss per token on the whole eval split, given the subset's sums from the evaluation at
+        the last step: only the rest of the split is evaluated."""
+        total, count = subset_nll
+        if self.eval_rest is not None:
+            trainer.evaluate(eval_dataset=self.eval_rest, metric_key_prefix="rest")
+            total, count = total + trainer.nll[0], count + trainer.nll[1]
+        return total / max(count, 1)
 
     def _save(self, model: nn.Module, folder: Path, trainer_state: str) -> None:
         """The adapter (or model), its tokenizer, and ``trainer_state.json`` (``diagnose`` reads it)."""
@@ -365,7 +395,9 @@ class Worker:
         outcome.steps_run = callback.steps_run
         outcome.best_eval_loss, outcome.best_step = callback.best_eval_loss, callback.best_step
         stop = callback.stop
-        if stop is None:
+        if stop is None and callback.best_eval_loss is None:
+            outcome.state, outcome.reason = "failed", f"no evaluation in {callback.steps_run} steps"
+        elif stop is None:
             outcome.state, outcome.reason = "complete", f"completed {callback.steps_run} steps"
         else:
             outcome.state, outcome.reason, outcome.finding_code = stop.kind, str(stop), stop.code
