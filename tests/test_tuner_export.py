@@ -8,6 +8,7 @@ import yaml
 
 from tuner._export import (
     BestConfig,
+    ConfigError,
     installed_training_args,
     python_snippet,
     split_batch,
@@ -118,5 +119,8 @@ def test_yaml_round_trip(tmp_path):
 def test_load_rejects_other_yaml(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text("learning_rate: 1\n")
-    with pytest.raises(ValueError, match=r"not a best_config\.yaml"):
+    with pytest.raises(ConfigError, match=r"not a best_config\.yaml"):
+        BestConfig.load(path)
+    path.write_text("method: [unclosed\n")
+    with pytest.raises(ConfigError, match="cannot read"):
         BestConfig.load(path)

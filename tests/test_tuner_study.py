@@ -217,7 +217,7 @@ def test_three_failures_in_a_row_end_the_study_with_one_line(tmp_path, monkeypat
 
 def test_a_dead_workers_trial_is_retried(tmp_path):
     settings = settings_for(tmp_path, n_trials=2, heartbeat_interval=1, grace_period=2)
-    storage = open_storage(settings.storage_url(), settings)
+    storage = open_storage(settings.storage_url(), heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name=settings.resolved_study_name(), storage=storage)
     dead = study.ask({"learning_rate": optuna.distributions.FloatDistribution(3e-5, 1e-3, log=True)})
     storage.record_heartbeat(dead._trial_id)  # then the worker "dies": no more heartbeats
@@ -272,6 +272,26 @@ def test_bad_input_gives_one_line_and_a_nonzero_exit(tmp_path, change, message):
     assert len(lines) == 1 and lines[0].startswith("tune: error:"), result.output
     assert message in lines[0]
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("content", [None, "learning_rate: 1\n", "method: [unclosed\n"])
+def test_train_with_a_bad_config_gives_one_line(tmp_path, content):
+    config = tmp_path / "best_config.yaml"
+    if content is not None:
+        config.write_text(content)
+    result = runner.invoke(app, ["train", "-q", "--config", str(config)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tune: error:"), result.output
+
+
+def test_best_of_a_missing_study_gives_one_line(tmp_path):
+    missing = str(tmp_path / "nothing-here")
+    result = runner.invoke(app, ["best", missing])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"tune: error: no study at {missing!r}: give a study folder, a .db file, or a name with --storage"
+    ]
 
 
 def test_space_command_lists_parameters_and_sources():

@@ -21,6 +21,10 @@ CONFIG_FILE = "best_config.yaml"
 SNIPPET_FILE = "best_config.py"
 
 
+class ConfigError(ValueError):
+    """A best_config.yaml that can't be read; ``str(e)`` is one line."""
+
+
 def transformers_major() -> int:
     import transformers
 
@@ -91,9 +95,12 @@ class BestConfig:
 
     @classmethod
     def load(cls, path: Path) -> BestConfig:
-        data = yaml.safe_load(Path(path).read_text())
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: cannot read: {' '.join(str(error).split())[:200]}") from None
         if not isinstance(data, dict) or not {"method", "model", "dataset", "training_args"} <= set(data):
-            raise ValueError(f"{path}: not a best_config.yaml (needs method, model, dataset, training_args)")
+            raise ConfigError(f"{path}: not a best_config.yaml (needs method, model, dataset, training_args)")
         return cls.from_dict(data)
 
 

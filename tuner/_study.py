@@ -16,21 +16,22 @@ import re
 import socket
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from search_spaces import SearchSpace, TrialConfig, load_space
-from tuner._export import BestConfig, installed_training_args, write_best_config
+from search_spaces import SearchSpace, load_space
+from tuner._export import BestConfig, write_best_config
 from tuner._live import NullView, StudyCounts
 from tuner._pruning import build_pruner
+from tuner._records import best_config, hardware, record_study_attrs, resume_conflict
+from tuner._storage import DB_FILE, RUNS_DIR, existing_trials, find_study, open_storage
 from tuner._trial import TrialOutcome, TrialSettings, Worker
 from tuner.methods import Method, get_method
 
-DB_FILE = "study.db"
 ADAPTER_DIR = "best_adapter"
 #: Consecutive trials failing with an unexpected error before the study gives up.
 MAX_CONSECUTIVE_FAILURES = 3
@@ -89,7 +90,7 @@ class StudySettings:
         return "-".join(parts)
 
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("tune_runs") / self.resolved_study_name()
+        return Path(self.out) if self.out else RUNS_DIR / self.resolved_study_name()
 
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{(self.out_dir() / DB_FILE).resolve()}"
@@ -116,42 +117,6 @@ class StudyResult:
     wall_seconds: float = 0.0
 
 
-def open_storage(url: str, settings: StudySettings | None = None) -> optuna.storages.BaseStorage:
-    """Optuna RDB storage with heartbeats: a trial whose worker died is failed after the grace
-    period and re-queued once (``RetryHeartbeatStaleTrialCallback``, Optuna >= 4.9's name for
-    ``RetryFailedTrialCallback``)."""
-    settings = settings or StudySettings()
-    url = _with_installed_driver(url)
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=settings.heartbeat_interval,
-                grace_period=settings.grace_period,
-                heartbeat_stale_trial_callback=retry,
-                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-            )
-    except Exception as exc:  # sqlalchemy / driver errors: one line
-        raise StudyError(f"cannot open storage {url}: {' '.join(str(exc).split())[:200]}") from None
-
-
-def _with_installed_driver(url: str) -> str:
-    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only it is installed."""
-    import importlib.util
-
-    scheme, sep, rest = url.partition("://")
-    only_psycopg2 = (
-        importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None
-    )
-    if scheme in ("postgresql", "postgres") and sep and only_psycopg2:
-        return f"postgresql+psycopg2://{rest}"
-    return url
-
-
 def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
     """Run (or resume) the study described by ``settings``; see the module docstring."""
     view = view or NullView()
@@ -164,8 +129,10 @@ def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
     if not 0 < settings.heartbeat_interval < settings.grace_period:
         raise StudyError("--grace-period must be longer than --heartbeat-interval (and both > 0)")
     name, url, out = settings.resolved_study_name(), settings.storage_url(), settings.out_dir()
-    storage = open_storage(url, settings)
-    existing = _existing_trials(storage, name)
+    storage = open_storage(
+        url, heartbeat_interval=settings.heartbeat_interval, grace_period=settings.grace_period
+    )
+    existing = existing_trials(storage, name)
     n_startup = max(2, min(10, settings.n_trials // 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate
@@ -184,9 +151,11 @@ def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
         direction="minimize",
         load_if_exists=True,
     )
-    _check_resume(study, settings, space)
+    conflict = resume_conflict(study, settings, space)
+    if conflict:
+        raise StudyError(conflict)
     worker, model_info, data_info = load_worker(settings, method, space)
-    _record_study_attrs(study, settings, space, sampler_text, model_info, data_info)
+    record_study_attrs(study, settings, space, sampler_text, model_info, data_info)
     result = StudyResult(name, url, out, counts=StudyCounts.of(study, settings.n_trials))
     objective = _Objective(study, space, worker, settings, view)
     view.start(name, settings.n_trials, result.counts)
@@ -396,92 +365,6 @@ def _finish(
         result.files = list(write_best_config(result.best, out))
 
 
-def best_config(study: optuna.Study) -> BestConfig | None:
-    """The best completed trial of ``study`` as a :class:`BestConfig` (``None`` before any)."""
-    try:
-        trial = study.best_trial
-    except ValueError:
-        return None
-    attrs = study.user_attrs
-    space = SearchSpace.from_dict(attrs["search_space"])
-    config = _config_of(space, trial.params)
-    method = get_method(config.method)
-    training_args = installed_training_args(config.training_args)
-    if trial.user_attrs.get("per_device_train_batch_size"):
-        training_args["per_device_train_batch_size"] = trial.user_attrs["per_device_train_batch_size"]
-        training_args["gradient_accumulation_steps"] = trial.user_attrs["gradient_accumulation_steps"]
-    model, dataset = attrs.get("model", {}), attrs.get("dataset", {})
-    baseline = attrs.get("baseline") or {}
-    full = attrs.get("best_full_eval") or {}
-    return BestConfig(
-        method=config.method,
-        model=model.get("spec") or model.get("name", ""),
-        dataset=dataset.get("spec") or dataset.get("name", ""),
-        training_args=training_args,
-        peft=method.peft_values(config.peft),
-        quantization=dict(config.quantization),
-        max_length=attrs.get("budget", {}).get("max_length", 128),
-        provenance={
-            "study": study.study_name,
-            "trial": trial.number,
-            "eval_loss": trial.value,
-            "eval_loss_full_split": full.get("eval_loss") if full.get("trial") == trial.number else None,
-            "best_step": trial.user_attrs.get("best_step"),
-            "steps_per_trial": attrs.get("budget", {}).get("max_steps"),
-            "baseline_eval_loss": baseline.get("eval_loss"),
-            "versions": attrs.get("versions", {}),
-        },
-    )
-
-
-def find_study(ref: str, storage: str | None = None) -> tuple[optuna.Study, Path]:
-    """The study ``ref`` names: a study folder or ``.db`` file, or a study name (in ``storage``, else
-    under ``tune_runs/``); and the folder its outputs belong in."""
-    name: str | None = None
-    if storage is not None:
-        url, name, folder = storage, ref, Path("tune_runs") / ref
-    else:
-        path = Path(ref)
-        if path.is_file() and path.suffix == ".db":
-            db, folder = path, path.parent
-        elif path.is_dir():
-            db, folder = path / DB_FILE, path
-        elif (Path("tune_runs") / ref / DB_FILE).is_file():
-            db, folder = Path("tune_runs") / ref / DB_FILE, Path("tune_runs") / ref
-        else:
-            raise StudyError(
-                f"no study at {ref!r}: give a study folder, a .db file, or a name with --storage"
-            )
-        if not db.is_file():
-            raise StudyError(f"{folder}: no {DB_FILE} in this folder")
-        url = f"sqlite:///{db.resolve()}"
-    url = _with_installed_driver(url)
-    try:
-        names = optuna.get_all_study_names(storage=url)
-    except Exception as exc:  # sqlalchemy / driver errors: one line
-        raise StudyError(f"cannot open storage {url}: {' '.join(str(exc).split())[:200]}") from None
-    if name is None:
-        if len(names) != 1:
-            raise StudyError(f"{url} holds {len(names)} studies; name one: tune best NAME --storage {url}")
-        name = names[0]
-    elif name not in names:
-        raise StudyError(f"no study {name!r} in {url} (it has: {', '.join(names) or 'none'})")
-    return optuna.load_study(study_name=name, storage=url), folder
-
-
-def _config_of(space: SearchSpace, params: dict[str, Any]) -> TrialConfig:
-    """The TrialConfig a trial with ``params`` trained with (fixed values filled in)."""
-    return space.sample(optuna.trial.FixedTrial(params))
-
-
-def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
-    try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
-        return 0
-    return len(storage.get_all_trials(study_id, deepcopy=False))
-
-
 def _sampler_seed(settings: StudySettings, existing: int) -> int:
     """``seed`` for a fresh study; shifted on resume (so the startup trials are not proposed
     again) and per process on a shared storage (so two workers don't propose the same ones)."""
@@ -492,113 +375,19 @@ def _sampler_seed(settings: StudySettings, existing: int) -> int:
     return seed
 
 
-def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpace) -> None:
-    """A resumed study must train the way its earlier trials did, or their losses don't compare."""
-    attrs = study.user_attrs
-    if not attrs:
-        return
-    budget = attrs.get("budget", {})
-    stored = {
-        "method": attrs.get("method"),
-        "max-steps": budget.get("max_steps"),
-        "eval-examples": budget.get("eval_examples"),
-        "max-length": budget.get("max_length"),
-    }
-    asked = {
-        "method": settings.method,
-        "max-steps": settings.max_steps,
-        "eval-examples": settings.eval_examples,
-        "max-length": settings.max_length,
-    }
-    for key, value in stored.items():
-        if value is not None and value != asked[key]:
-            raise StudyError(
-                f"study {study.study_name!r} was run with --{key} {value}, not {asked[key]}; "
-                "use the same settings or another --study-name"
-            )
-    if attrs.get("search_space", {}).get("params") not in (None, space.to_dict()["params"]):
-        raise StudyError(
-            f"study {study.study_name!r} was run with another search space; use another --study-name"
-        )
-
-
-def _record_study_attrs(
-    study: optuna.Study,
-    settings: StudySettings,
-    space: SearchSpace,
-    sampler: str,
-    model_info: Any,
-    data_info: Any,
-) -> None:
-    """What the report needs to say how the study was run (written by the first worker)."""
-    if "method" in study.user_attrs:
-        return
-    from tuner._data import DEFAULT_DATASET
-    from tuner._model import DEFAULT_MODEL
-
-    model = {**_as_dict(model_info), "spec": settings.model or DEFAULT_MODEL}
-    dataset = {**_as_dict(data_info), "spec": settings.dataset or DEFAULT_DATASET}
-    attrs = {
-        "method": settings.method,
-        "model": model,
-        "dataset": {**dataset, "eval_examples_per_trial": settings.eval_examples},
-        "search_space": space.to_dict(),
-        "sampler": sampler,
-        "pruner": settings.pruner,
-        "budget": {
-            "n_trials": settings.n_trials,
-            "max_steps": settings.max_steps,
-            "eval_every": settings.eval_every,
-            "eval_examples": settings.eval_examples,
-            "max_length": settings.max_length,
-            "timeout": settings.timeout,
-        },
-        "hardware": hardware(),
-        "versions": versions(),
-        "qlora_cpu_emulation": model["quantization"] == "nf4-emulated-cpu"
-        if "quantization" in model
-        else False,
-    }
-    for key, value in attrs.items():
-        study.set_user_attr(key, value)
-
-
-def hardware() -> dict[str, Any]:
-    import psutil
-    import torch
-
-    info: dict[str, Any] = {
-        "host": socket.gethostname(),
-        "cpu_count": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "cuda": torch.cuda.is_available(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
-    return info
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("torch", "transformers", "peft", "trl", "bitsandbytes", "optuna"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
-def _as_dict(info: Any) -> dict[str, Any]:
-    if info is None:
-        return {}
-    if hasattr(info, "__dataclass_fields__"):
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(info).items()}
-    return dict(info)
-
-
 def _slug(spec: str) -> str:
     name = Path(str(spec).rstrip("/")).name or str(spec)
     return re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-").lower()[:40] or "x"
+
+
+__all__ = [
+    "StudyError",
+    "StudyInterrupted",
+    "StudyResult",
+    "StudySettings",
+    "best_config",
+    "find_study",
+    "load_worker",
+    "open_storage",
+    "run_study",
+]

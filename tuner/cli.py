@@ -47,21 +47,30 @@ def _user_errors() -> Iterator[None]:
     """Errors a user can cause end the command with one line and exit status 2, never a traceback."""
     from search_spaces import SpaceError
     from tuner._data import DataError
+    from tuner._export import ConfigError
     from tuner._model import ModelError
     from tuner._pruning import PrunerError
+    from tuner._storage import StorageError
     from tuner._study import StudyError
     from tuner.methods import UnknownMethodError
 
+    known = (
+        SpaceError,
+        ModelError,
+        DataError,
+        StudyError,
+        StorageError,
+        UnknownMethodError,
+        PrunerError,
+        ConfigError,
+    )
     try:
         yield
-    except (SpaceError, ModelError, DataError, StudyError, UnknownMethodError, PrunerError) as error:
+    except known as error:
         err.print(f"[red]tune: error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from None
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as error:
         err.print(f"[red]tune: error:[/red] {error.strerror}: {error.filename}", highlight=False)
-        raise typer.Exit(2) from None
-    except ValueError as error:  # e.g. a best_config.yaml that isn't one
-        err.print(f"[red]tune: error:[/red] {' '.join(str(error).split())[:300]}", highlight=False)
         raise typer.Exit(2) from None
 
 
