@@ -179,8 +179,6 @@ class Worker:
         self.tokenizer = tokenizer
         self.train_dataset = train_dataset
         self.settings = settings
-        # Evaluation batches of similar lengths waste less on padding; the order is fixed, so every
-        # trial's eval loss is computed over the same batches.
         # The trials' subset is a prefix of the eval split (ordered by a hash: a fair sample); the
         # rest completes it to the whole split. Both are batched by length: less padding.
         self.eval_dataset = eval_dataset
