@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests._tuner_helpers import one_thread  # noqa: F401 - the fixture, used below
 from tuner._tiny import build_tiny_llama
 from tuner.methods import UnknownMethodError, available_methods, get_method
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PEFT_VALUES = {
     "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": "all-linear"},
@@ -15,15 +18,6 @@ PEFT_VALUES = {
     "ia3": {"target_modules": None, "feedforward_modules": None},
     "full": {},
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads spin.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_registry_lists_the_five_methods():

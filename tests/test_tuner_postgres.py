@@ -12,6 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests._tuner_helpers import batch_space
 from tuner._live import StudyCounts
 from tuner._study import open_storage
 
@@ -33,11 +34,7 @@ def storage():
 
 def test_two_processes_share_one_study(tmp_path: Path, storage):
     name = f"tune-test-{uuid.uuid4().hex[:8]}"
-    space = tmp_path / "space.yaml"
-    space.write_text(
-        "extends: lora\nparams:\n  effective_batch_size: {kind: fixed, value: 4, source: test}\n"
-        "defaults:\n  values: {effective_batch_size: 4}\n"
-    )
+    space = batch_space(tmp_path, "lora")
     command = [
         sys.executable, "-m", "tuner.cli", "study", "-q",
         "--model", "tiny-llama", "--max-examples", "48", "--max-steps", "4", "--eval-every", "2",

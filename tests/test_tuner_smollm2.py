@@ -8,17 +8,14 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
+from tests._tuner_helpers import batch_space
 from tuner.cli import app
 
 pytestmark = pytest.mark.slow
 
 
 def test_qlora_study_on_smollm2(tmp_path):
-    space = tmp_path / "space.yaml"
-    space.write_text(
-        "extends: qlora\nparams:\n  effective_batch_size: {kind: fixed, value: 2, source: test}\n"
-        "defaults:\n  values: {effective_batch_size: 2}\n"
-    )
+    space = batch_space(tmp_path, "qlora", batch=2)
     out = tmp_path / "study"
     args = ["study", "-q", "--method", "qlora", "--n-trials", "2", "--max-steps", "2", "--eval-every", "2"]
     args += ["--eval-examples", "4", "--max-examples", "60", "--space", str(space), "--out", str(out)]

@@ -12,33 +12,15 @@ import torch
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from tests._tuner_helpers import batch_space, one_thread  # noqa: F401 - the fixture, used below
 from tuner._live import NullView, StudyCounts
 from tuner._study import StudyInterrupted, StudySettings, open_storage, run_study
 from tuner._trial import _TimedTrainer
 from tuner.cli import app
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def small_space(directory: Path, method: str) -> Path:
-    """The shipped space of ``method`` with a batch of 4, so a tiny trial takes a second."""
-    path = directory / f"{method}-small.yaml"
-    path.write_text(
-        f"extends: {method}\n"
-        "params:\n"
-        "  effective_batch_size: {kind: fixed, value: 4, source: test}\n"
-        "defaults:\n"
-        "  values: {effective_batch_size: 4}\n"
-    )
-    return path
 
 
 def study_args(tmp_path: Path, method: str = "lora", n_trials: int = 4, **extra: str) -> list[str]:
@@ -50,7 +32,7 @@ def study_args(tmp_path: Path, method: str = "lora", n_trials: int = 4, **extra:
         "--max-steps": "4",
         "--eval-every": "2",
         "--eval-examples": "8",
-        "--space": str(small_space(tmp_path, method)),
+        "--space": str(batch_space(tmp_path, method)),
         "--out": str(tmp_path / method),
         **extra,
     }
@@ -66,7 +48,7 @@ def settings_for(tmp_path: Path, method: str = "lora", **extra) -> StudySettings
         "max_steps": 4,
         "eval_every": 2,
         "eval_examples": 8,
-        "space": small_space(tmp_path, method),
+        "space": batch_space(tmp_path, method),
         "out": tmp_path / method,
     }
     return StudySettings(**{**values, **extra})

@@ -12,10 +12,13 @@ import psutil
 import pytest
 import torch
 
+from tests._tuner_helpers import one_thread  # noqa: F401 - the fixture, used below
 from tuner._pruning import DivergenceGuard
 from tuner._tiny import build_tiny_llama
 from tuner._trial import TrialSettings, Worker, _TimedTrainer, is_out_of_memory
 from tuner.methods import get_method
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ARGS = {
     "learning_rate": 2e-3,
@@ -26,14 +29,6 @@ ARGS = {
     "weight_decay": 0.0,
 }
 LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": "all-linear"}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _rows(n: int, seed: int) -> datasets.Dataset:

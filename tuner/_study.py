@@ -29,7 +29,7 @@ from tuner._live import NullView, StudyCounts
 from tuner._pruning import build_pruner
 from tuner._records import best_config, hardware, record_study_attrs, resume_conflict
 from tuner._storage import DB_FILE, RUNS_DIR, existing_trials, find_study, open_storage
-from tuner._trial import TrialOutcome, TrialSettings, Worker
+from tuner._trial import TrialOutcome, TrialSettings, Worker, load_worker
 from tuner.methods import Method, get_method
 
 ADAPTER_DIR = "best_adapter"
@@ -154,7 +154,7 @@ def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
     conflict = resume_conflict(study, settings, space)
     if conflict:
         raise StudyError(conflict)
-    worker, model_info, data_info = load_worker(settings, method, space)
+    worker, model_info, data_info = _load_worker(settings, method, space)
     record_study_attrs(study, settings, space, sampler_text, model_info, data_info)
     result = StudyResult(name, url, out, counts=StudyCounts.of(study, settings.n_trials))
     objective = _Objective(study, space, worker, settings, view)
@@ -177,11 +177,7 @@ def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
     return result
 
 
-def load_worker(settings: StudySettings, method: Method, space: SearchSpace) -> tuple[Worker, Any, Any]:
-    """Load the base model (quantised for QLoRA) and the tokenised data, once per process."""
-    from tuner._data import load_tokenized
-    from tuner._model import load_base_model
-
+def _load_worker(settings: StudySettings, method: Method, space: SearchSpace) -> tuple[Worker, Any, Any]:
     quantization = space.defaults().quantization
     searched = sorted(set(quantization) & set(space.distributions()))
     if searched:
@@ -189,25 +185,16 @@ def load_worker(settings: StudySettings, method: Method, space: SearchSpace) -> 
             f"{space.label}: {searched[0]}: quantization settings must be fixed (the base is quantised "
             "once per worker); run one study per setting"
         )
-    base, tokenizer, model_info = load_base_model(
-        settings.model, method=settings.method, device=settings.device, quantization=quantization or None
-    )
-    train, evaluation, data_info = load_tokenized(
-        settings.dataset,
-        tokenizer,
+    return load_worker(
+        method,
+        settings.trial_settings(),
+        model=settings.model,
+        dataset=settings.dataset,
+        device=settings.device,
+        quantization=quantization,
         max_length=settings.max_length,
-        seed=settings.seed,
         max_examples=settings.max_examples,
     )
-    worker = Worker(
-        method=method,
-        base=base,
-        tokenizer=tokenizer,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        settings=settings.trial_settings(),
-    )
-    return worker, model_info, data_info
 
 
 class _Objective:

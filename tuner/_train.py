@@ -15,7 +15,7 @@ from typing import Any
 
 from tuner._export import BestConfig
 from tuner._live import NullView
-from tuner._trial import TrialOutcome, TrialSettings, Worker
+from tuner._trial import TrialOutcome, TrialSettings, load_worker
 from tuner.methods import get_method
 
 RUN_LOG_FILE = "run_log.json"
@@ -46,37 +46,22 @@ def train_best(
     view: Any = None,
 ) -> TrainResult:
     """Train ``config_path``'s configuration for ``epochs`` (or ``max_steps``) and save it."""
-    from tuner._data import load_tokenized
-    from tuner._model import load_base_model
-
     view = view or NullView()
     config = BestConfig.load(config_path)
     out = Path(out) if out else Path(config_path).parent / "trained"
-    method = get_method(config.method)
-    base, tokenizer, _ = load_base_model(
-        model or config.model, method=config.method, device=device, quantization=config.quantization or None
+    settings = TrialSettings(
+        max_steps=max_steps, epochs=epochs, eval_every=eval_every or 0.1, eval_examples=None, seed=seed
     )
-    train, evaluation, _ = load_tokenized(
-        dataset or config.dataset, tokenizer, max_length=config.max_length, seed=seed
+    worker, _, _ = load_worker(
+        get_method(config.method),
+        settings,
+        model=model or config.model,
+        dataset=dataset or config.dataset,
+        device=device,
+        quantization=config.quantization,
+        max_length=config.max_length,
     )
     training_args = _with_effective_batch(config.training_args)
-    effective = training_args.get("effective_batch_size", 1)
-    total_steps = max_steps or max(1, int(len(train) * epochs) // effective)
-    settings = TrialSettings(
-        max_steps=max_steps,
-        epochs=epochs,
-        eval_every=eval_every or max(1, total_steps // 10),
-        eval_examples=None,
-        seed=seed,
-    )
-    worker = Worker(
-        method=method,
-        base=base,
-        tokenizer=tokenizer,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        settings=settings,
-    )
     view.trial_started("train", training_args | config.peft)
     outcome = worker.run(
         training_args, config.peft, name="train", on_step=view.step, evaluate_full=True, save_dir=out

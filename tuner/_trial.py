@@ -47,7 +47,8 @@ class TrialSettings:
     #: Optimizer steps per trial; 0 trains ``epochs`` epochs instead (``tune train``).
     max_steps: int = 10
     epochs: float = 1.0
-    eval_every: int = 5
+    #: Steps between evaluations; a float below 1 is a fraction of the run (``tune train``: 0.1).
+    eval_every: float = 5
     #: Size of the fixed eval subset used during trials (``None``: the whole eval split).
     eval_examples: int | None = 32
     eval_batch_size: int = 16
@@ -370,7 +371,9 @@ class Worker:
             "max_steps": settings.max_steps if settings.max_steps > 0 else -1,
             "num_train_epochs": settings.epochs,
             "eval_strategy": "steps",
-            "eval_steps": max(1, settings.eval_every),
+            "eval_steps": settings.eval_every
+            if 0 < settings.eval_every < 1
+            else max(1, int(settings.eval_every)),
             "logging_strategy": "steps",
             "logging_steps": 1,
             # HF replaces NaN / inf losses by the window mean by default; the guard must see them.
@@ -399,6 +402,39 @@ class Worker:
             outcome.state, outcome.reason = "complete", f"completed {callback.steps_run} steps"
         else:
             outcome.state, outcome.reason, outcome.finding_code = stop.kind, str(stop), stop.code
+
+
+def load_worker(
+    method: Method,
+    settings: TrialSettings,
+    *,
+    model: str | None,
+    dataset: str | None,
+    device: str | None = None,
+    quantization: dict[str, Any] | None = None,
+    max_length: int = 128,
+    max_examples: int | None = None,
+) -> tuple[Worker, Any, Any]:
+    """Load the base model (quantised for QLoRA) and the tokenised data, once per process, and the
+    worker that trains on them; with the model's and the data's descriptions."""
+    from tuner._data import load_tokenized
+    from tuner._model import load_base_model
+
+    base, tokenizer, model_info = load_base_model(
+        model, method=method.name, device=device, quantization=quantization or None
+    )
+    train, evaluation, data_info = load_tokenized(
+        dataset, tokenizer, max_length=max_length, seed=settings.seed, max_examples=max_examples
+    )
+    worker = Worker(
+        method=method,
+        base=base,
+        tokenizer=tokenizer,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        settings=settings,
+    )
+    return worker, model_info, data_info
 
 
 def _state_json(trainer: Trainer) -> str:
