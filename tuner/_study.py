@@ -250,6 +250,8 @@ def _tell(trial: optuna.Trial, outcome: TrialOutcome) -> float:
     if outcome.state == "infeasible":
         # The TPE sampler only learns from COMPLETE and PRUNED trials; a violated constraint puts
         # this one among the worst, so the sampler stops proposing its neighbourhood (optuna#2864).
+        # Optuna 5 deprecates TPESampler(constraints_func=...) for Trial.set_constraint, which TPE
+        # reads from every finished trial without a constraints_func.
         trial.set_constraint("memory", 1.0)
         raise optuna.TrialPruned(outcome.reason)
     if outcome.state in ("pruned", "diverged", "nan"):
