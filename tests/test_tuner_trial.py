@@ -194,6 +194,13 @@ def test_pruner_stops_the_trial_and_says_so(data):
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {2: outcome.best_eval_loss}
 
 
+def test_no_pruning_at_the_last_step(data):
+    worker = _worker(data, max_steps=2, eval_every=2)
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))
+    outcome = worker.run(ARGS, LORA, trial=study.ask())
+    assert outcome.state == "complete" and outcome.steps_run == 2
+
+
 def test_divergence_rules_stop_a_diverging_curve():
     from diagnostics import RunLog
 

@@ -75,7 +75,8 @@ class TrialCallback(TrainerCallback):
             return
         step = state.global_step
         self.trial.report(float(value), step)
-        if self.trial.should_prune():
+        # At the last step there is nothing left to save: the trial completes, whatever its rank.
+        if step < state.max_steps and self.trial.should_prune():
             reason = f"by the {self.pruner_name} pruner (eval loss {value:.4g})"
             self._stop(control, StopReason("pruned", step, reason))
 
