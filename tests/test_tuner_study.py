@@ -90,6 +90,10 @@ def test_every_method_completes_a_study(tmp_path, method):
         assert json.loads(user["curve"])["config"]["method"] == method
     folder = tmp_path / method
     assert (folder / "best_config.yaml").is_file() and (folder / "best_config.py").is_file()
+    # The report is written at the end of the study (and after trials while it runs).
+    html = (folder / "report.html").read_text()
+    assert "Best configuration" in html and f"trial {best.number}" in html
+    assert (folder / "report.md").is_file()
     if method != "full":
         assert (folder / "best_adapter" / "adapter_config.json").is_file()
         assert (folder / "best_adapter" / "trainer_state.json").is_file()
@@ -105,6 +109,13 @@ def test_best_and_train_commands(tmp_path):
     shown = runner.invoke(app, ["best", str(tmp_path / "lora"), "--out", str(tmp_path / "exported")])
     assert shown.exit_code == 0, shown.output
     assert "LoraConfig(" in shown.output and "warmup_steps=" in shown.output
+    reported = runner.invoke(
+        app, ["report", str(tmp_path / "lora"), "-f", "html", "--out", str(tmp_path / "rep")]
+    )
+    assert reported.exit_code == 0, reported.output
+    assert (tmp_path / "rep" / "report.html").is_file() and not (tmp_path / "rep" / "report.md").exists()
+    bad = runner.invoke(app, ["report", str(tmp_path / "lora"), "-f", "pdf"])
+    assert bad.exit_code == 2 and "pdf" in bad.output
     config = tmp_path / "exported" / "best_config.yaml"
     trained = runner.invoke(
         app, ["train", "--config", str(config), "--max-steps", "3", "--out", str(tmp_path / "trained")]

@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,3 +136,31 @@ def redact_url(url: str) -> str:
 
 
 _QUERY_SECRET = re.compile(r"(?i)([?&;](?:password|passwd|pwd|sslpassword|secret|token)=)[^&;#]*")
+
+
+class ReportKeeper:
+    """Keeps a running study's report current without slowing it down.
+
+    After a trial the report is rewritten when ``min_interval`` seconds have passed since the last
+    write (a 100-trial report takes a few seconds to draw), and always at the end. A report that
+    cannot be written (a full disk, a bug in a plot) is said in one line; the study goes on.
+    """
+
+    def __init__(
+        self, study: optuna.Study, out_dir: Path, storage_url: str | None, say, min_interval: float = 30.0
+    ):
+        self.study, self.out_dir, self.storage_url, self.say = study, out_dir, storage_url, say
+        self.min_interval = min_interval
+        self._last = -float("inf")
+
+    def after_trial(self) -> None:
+        if time.monotonic() - self._last >= self.min_interval:
+            self.write()
+
+    def write(self) -> list[Path]:
+        self._last = time.monotonic()
+        try:
+            return write_study_report(self.study, self.out_dir, storage_url=self.storage_url)
+        except Exception as error:  # the report must never cost the user the study
+            self.say(f"report not written: {type(error).__name__}: {error}")
+            return []

@@ -28,6 +28,7 @@ from tuner._export import BestConfig, write_best_config
 from tuner._live import NullView, StudyCounts
 from tuner._pruning import build_pruner
 from tuner._records import best_config, hardware, record_study_attrs, resume_conflict
+from tuner._report import ReportKeeper
 from tuner._storage import DB_FILE, RUNS_DIR, existing_trials, find_study, open_storage
 from tuner._trial import TrialOutcome, TrialSettings, Worker, load_worker
 from tuner.methods import Method, get_method
@@ -158,6 +159,7 @@ def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
     record_study_attrs(study, settings, space, sampler_text, model_info, data_info)
     result = StudyResult(name, url, out, counts=StudyCounts.of(study, settings.n_trials))
     objective = _Objective(study, space, worker, settings, view)
+    reports = ReportKeeper(study, out, url, view.message)
     view.start(name, settings.n_trials, result.counts)
     # The base model, the data and the libraries are hundreds of thousands of long-lived objects:
     # frozen, they are left out of every garbage collection (~0.5 s each, several per trial).
@@ -166,14 +168,14 @@ def run_study(settings: StudySettings, view: Any = None) -> StudyResult:
     try:
         if settings.baseline and "baseline" not in study.user_attrs:
             _measure_baseline(study, space, worker, view)
-        _optimize(study, objective, settings, view)
+        _optimize(study, objective, settings, view, reports)
         _evaluate_best_on_whole_split(study, worker, out, view)
     except KeyboardInterrupt:
-        _finish(study, settings, out, result, started, objective.worker_id)
+        _finish(study, settings, out, result, started, objective.worker_id, reports)
         raise StudyInterrupted(result) from None
     finally:
         gc.unfreeze()
-    _finish(study, settings, out, result, started, objective.worker_id)
+    _finish(study, settings, out, result, started, objective.worker_id, reports)
     return result
 
 
@@ -261,7 +263,9 @@ def _tell(trial: optuna.Trial, outcome: TrialOutcome) -> float:
     raise _TrialFailed(outcome.reason)
 
 
-def _optimize(study: optuna.Study, objective: _Objective, settings: StudySettings, view: Any) -> None:
+def _optimize(
+    study: optuna.Study, objective: _Objective, settings: StudySettings, view: Any, reports: ReportKeeper
+) -> None:
     """Run trials one at a time until the study holds ``n_trials`` finished ones (any worker's)."""
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     failures = 0
@@ -280,6 +284,7 @@ def _optimize(study: optuna.Study, objective: _Objective, settings: StudySetting
             return
         before = len(study.get_trials(deepcopy=False))
         study.optimize(objective, n_trials=1, catch=(_TrialFailed,))
+        reports.after_trial()
         last = study.get_trials(deepcopy=False)[before:]
         failed = [
             t
@@ -341,6 +346,7 @@ def _finish(
     result: StudyResult,
     started: float,
     worker_id: str,
+    reports: ReportKeeper,
 ) -> None:
     result.counts = StudyCounts.of(study, settings.n_trials)
     result.wall_seconds = time.perf_counter() - started
@@ -352,6 +358,7 @@ def _finish(
     result.best = best_config(study)
     if result.best is not None:
         result.files = list(write_best_config(result.best, out))
+    result.files += reports.write()
 
 
 def _sampler_seed(settings: StudySettings, existing: int) -> int:

@@ -3,6 +3,7 @@
     tune study --method qlora            # search, then write best_config.yaml / best_config.py
     tune space --method lora             # what is searched, and where each range comes from
     tune best tune_runs/<study>          # the best trial of a study (any storage) as config + code
+    tune report tune_runs/<study>        # report.html + report.md of a study (any storage)
     tune train --config best_config.yaml # full-length training with it; saves the adapter
 
 A thin layer over ``tuner.run_study``, ``tuner.best_config`` and ``tuner.train_best``.
@@ -278,6 +279,40 @@ def best(
     out.print(paths[1].read_text(), highlight=False)
     for path in paths:
         err.print(f"wrote {path}")
+
+
+@app.command()
+def report(
+    study_ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="STUDY", help="A study folder (holding study.db), a .db file, or a study name."
+        ),
+    ],
+    storage: Annotated[str | None, typer.Option(help="Storage URL when STUDY is a study name.")] = None,
+    formats: Annotated[
+        list[str] | None, typer.Option("--format", "-f", help="html and/or md (default: both).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the report. Default: the study folder.")
+    ] = None,
+) -> None:
+    """Render a study (any storage) as report.html (one self-contained file) and report.md."""
+    from tuner._report import FORMATS, write_study_report
+    from tuner._study import find_study
+
+    _quiet_libraries()
+    with _user_errors():
+        found, folder = find_study(study_ref, storage)
+        chosen = formats or list(FORMATS)
+        unknown = [f for f in chosen if f not in FORMATS]
+        if unknown:
+            raise typer.BadParameter(
+                f"{unknown[0]!r}: choose from {', '.join(FORMATS)}", param_hint="--format"
+            )
+        paths = write_study_report(found, out_dir or folder, formats=chosen, storage_url=storage)
+    for path in paths:
+        out.print(str(path), highlight=False)
 
 
 @app.command()
