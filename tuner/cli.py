@@ -37,6 +37,11 @@ out = Console(soft_wrap=True)
 MethodOpt = Annotated[
     str, typer.Option("--method", "-m", help="Fine-tuning method: full, lora, qlora, dora or ia3.")
 ]
+StudyArg = Annotated[
+    str,
+    typer.Argument(metavar="STUDY", help="A study folder (holding study.db), a .db file, or a study name."),
+]
+StorageOpt = Annotated[str | None, typer.Option(help="Storage URL when STUDY is a study name.")]
 SpaceOpt = Annotated[
     Path | None,
     typer.Option(help="Your own search-space YAML (schema: search_spaces/README.md; `extends: lora` works)."),
@@ -253,13 +258,8 @@ def space(
 
 @app.command()
 def best(
-    study_ref: Annotated[
-        str,
-        typer.Argument(
-            metavar="STUDY", help="A study folder (holding study.db), a .db file, or a study name."
-        ),
-    ],
-    storage: Annotated[str | None, typer.Option(help="Storage URL when STUDY is a study name.")] = None,
+    study_ref: StudyArg,
+    storage: StorageOpt = None,
     out_dir: Annotated[
         Path | None,
         typer.Option("--out", help="Where to write best_config.yaml/.py. Default: the study folder."),
@@ -283,13 +283,8 @@ def best(
 
 @app.command()
 def report(
-    study_ref: Annotated[
-        str,
-        typer.Argument(
-            metavar="STUDY", help="A study folder (holding study.db), a .db file, or a study name."
-        ),
-    ],
-    storage: Annotated[str | None, typer.Option(help="Storage URL when STUDY is a study name.")] = None,
+    study_ref: StudyArg,
+    storage: StorageOpt = None,
     formats: Annotated[
         list[str] | None, typer.Option("--format", "-f", help="html and/or md (default: both).")
     ] = None,
