@@ -61,6 +61,8 @@ class Fix:
         }
 
     def __str__(self) -> str:
+        if self.from_ is None:
+            return f"{self.param} -> {_show(self.to)}"
         return f"{self.param} {_show(self.from_)} -> {_show(self.to)}"
 
 

@@ -548,6 +548,7 @@ def test_missing_path_is_one_error():
 def test_registry_names():
     assert [f.name for f in FORMATS] == [
         "trainer_state",
+        "runlog",
         "tensorboard",
         "llamafactory_jsonl",
         "lightning_csv",
@@ -568,3 +569,25 @@ def test_plan_names_prefers_exact_names_and_the_user_map():
         "lr-AdamW/pg2": "lr-AdamW/pg2",
         "acc": "eval_accuracy",
     }
+
+
+def test_runlog_json_reads_back_exactly(tmp_path):
+    """`tune train` writes run_log.json (RunLog.to_dict); diagnose reads it back as it was."""
+    from diagnostics import RunLog
+
+    run = RunLog(source="x", format="live", trained_steps=30)
+    run.config.training_args["learning_rate"] = 2e-4
+    run.config.method = "lora"
+    for step in (10, 20, 30):
+        run.add(step, epoch=step / 30, loss=2.0 / step, grad_norm=float("nan") if step == 30 else 0.5)
+    path = tmp_path / "run_log.json"
+    path.write_text(json.dumps(run.to_dict()))
+    (result,) = read_runs(tmp_path)
+    assert result.format == "runlog" and result.error is None
+    back = result.run
+    assert back.series("loss").values.tolist() == run.series("loss").values.tolist()
+    assert np.isnan(back.series("grad_norm").values[-1])
+    assert back.config.method == "lora" and back.config.training_args["learning_rate"] == 2e-4
+    assert back.trained_steps == 30
+    path.write_text('{"source": "x", "points": [{"epoch": 1}]}')
+    assert "malformed point" in read_runs(path)[0].error

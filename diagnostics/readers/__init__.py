@@ -27,6 +27,7 @@ from diagnostics.readers import (
     hf_stdout,
     lightning_csv,
     llamafactory_jsonl,
+    runlog_json,
     tensorboard,
     trainer_state,
 )
@@ -37,6 +38,7 @@ from diagnostics.runlog import RunLog
 
 FORMATS: tuple[LogFormat, ...] = (
     trainer_state.FORMAT,
+    runlog_json.FORMAT,
     tensorboard.FORMAT,
     llamafactory_jsonl.FORMAT,
     lightning_csv.FORMAT,

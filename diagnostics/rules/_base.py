@@ -52,12 +52,16 @@ class Rule:
         *,
         confidence: float,
         evidence: dict[str, Any],
-        fixes: list[Fix] | None = None,
+        fixes: list[Fix | None] | None = None,
         region: tuple[float, float] | None = None,
         metric: str = "loss",
         severity: str | None = None,
     ) -> Finding:
-        """A finding of this rule (``severity`` may lower the rule's default, e.g. to a note)."""
+        """A finding of this rule (``severity`` may lower the rule's default, e.g. to a note).
+
+        ``fixes`` may hold ``None`` for a fix that does not apply to this run (the run already has
+        that value); those are left out.
+        """
         return Finding(
             code=self.code,
             name=self.name,
@@ -66,7 +70,7 @@ class Rule:
             confidence=min(max(confidence, 0.0), 1.0),
             message=message,
             evidence=evidence,
-            fixes=fixes or [],
+            fixes=[fix for fix in fixes or [] if fix is not None],
             region=region,
             metric=metric,
         )

@@ -61,15 +61,13 @@ def epoch_staircase(ctx: RuleContext):
     drop = -math.expm1(steps.median_jump)
     if drop < MIN_DROP or steps.z > -MIN_Z or steps.share_negative < MIN_SHARE:
         return None
-    fixes = []
     epochs = s.epochs_logged
-    if epochs and epochs >= 2:
-        fix = _fixes.epochs_to(
-            ctx, max(1.0, epochs / 2), "each extra epoch mostly memorises repeated examples"
-        )
-        fixes += [fix] if fix else []
-    dropout = _fixes.raise_dropout(ctx, "dropout on the adapter input slows memorisation")
-    fixes += [dropout] if dropout else []
+    fixes = [
+        _fixes.epochs_to(ctx, max(1.0, epochs / 2), "each extra epoch mostly memorises repeated examples")
+        if epochs and epochs >= 2
+        else None,
+        _fixes.raise_dropout(ctx, "dropout on the adapter input slows memorisation"),
+    ]
     return epoch_staircase.finding(
         f"training loss steps down by {drop:.0%} at epoch boundaries "
         f"({len(steps.jumps)} tested, {steps.share_negative:.0%} lower, {-steps.z:.1f} standard errors)",

@@ -66,14 +66,12 @@ def eval_loss_rising(ctx: RuleContext):
         if train_at_best > 0 and train_end > 1.1 * train_at_best:
             return None
     best_epoch = float(s.eval.epochs[best_i])
-    fixes = [f for f in (_fixes.epochs_to(ctx, best_epoch, "the eval loss was lowest there"),) if f]
-    fixes += _fixes.early_stopping(ctx)
-    for extra in (
+    fixes = [
+        _fixes.epochs_to(ctx, best_epoch, "the eval loss was lowest there"),
+        *_fixes.early_stopping(ctx),
         _fixes.raise_dropout(ctx, "more regularisation against fitting the training set"),
         _fixes.add_weight_decay(ctx, "more regularisation against fitting the training set"),
-    ):
-        if extra:
-            fixes.append(extra)
+    ]
     relative = rise / best
     noise_units = rise / s.eval_noise if s.eval_noise > 0 else float("inf")
     epoch_text = f", epoch {best_epoch:.3g}" if np.isfinite(best_epoch) else ""

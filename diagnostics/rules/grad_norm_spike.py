@@ -53,7 +53,7 @@ def grad_norm_spike(ctx: RuleContext):
                 window = s.train.values[i : i + 2]
                 before = s.train_smooth[i - 1]
                 loss_moved |= bool(np.any(window - before > max(3 * s.train_noise, 0.1 * abs(before))))
-    fixes = [f for f in (_fixes.clip_to_percentile(ctx, "clip the exploding updates"),) if f]
+    fixes = [_fixes.clip_to_percentile(ctx, "clip the exploding updates")]
     if loss_moved:
         fixes.append(_fixes.scale_learning_rate(ctx, 0.5, "the loss jumped with the gradient"))
     ratio = float(grad.values[spikes].max() / median)

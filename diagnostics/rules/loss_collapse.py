@@ -59,13 +59,9 @@ def loss_collapse(ctx: RuleContext):
         if gap < EVAL_GAP:
             return None
     fixes = [
-        f
-        for f in (
-            _fixes.epochs_to(ctx, max(1.0, epochs / 3), "the training set is memorised after a few passes"),
-            _fixes.raise_dropout(ctx, "slows memorisation"),
-            _fixes.add_weight_decay(ctx, "slows memorisation"),
-        )
-        if f
+        _fixes.epochs_to(ctx, max(1.0, epochs / 3), "the training set is memorised after a few passes"),
+        _fixes.raise_dropout(ctx, "slows memorisation"),
+        _fixes.add_weight_decay(ctx, "slows memorisation"),
     ]
     eval_text = (
         f"; eval loss {s.eval_last:.4g} is {gap:.3g}x the training loss"

@@ -73,8 +73,7 @@ def loss_oscillating(ctx: RuleContext):
         _fixes.scale_learning_rate(ctx, 0.5, "smaller updates overshoot less"),
         _fixes.more_accumulation(ctx, "a larger effective batch averages out gradient noise"),
     ]
-    clip = _fixes.clip_to_percentile(ctx, "clip the largest updates")
-    fixes += [clip] if clip else []
+    fixes.append(_fixes.clip_to_percentile(ctx, "clip the largest updates"))
     series = s.train if curve == "training" else s.eval
     return loss_oscillating.finding(
         f"{curve} loss swings by {relative:.0%} of its level from log to log, "

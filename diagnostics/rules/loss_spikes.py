@@ -51,7 +51,7 @@ def loss_spikes(ctx: RuleContext):
         return None
     steps = s.train.steps[spikes]
     relative = height[spikes] / np.abs(baseline[spikes])
-    fixes = [f for f in (_fixes.clip_to_percentile(ctx, "spikes follow the largest updates"),) if f]
+    fixes = [_fixes.clip_to_percentile(ctx, "spikes follow the largest updates")]
     return loss_spikes.finding(
         f"{len(spikes)} loss spikes (up to {relative.max():.0%} above the running level), "
         f"first at step {steps[0]:g}",

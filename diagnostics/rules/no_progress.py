@@ -16,6 +16,9 @@ MAX_TOTAL_DROP = 0.10
 # A checkpoint whose loss has only just started to fall (at 1% or more per 10% of the run) is slow,
 # not stuck: SLW001 reports it.
 FALLING_SLOPE = -0.01
+# Flat means flat both ways: a loss that ends a quarter or more above its start is rising (DIV003
+# reads rises of 1.5x; the stalled real logs move between -6% and +10%).
+MAX_RISE = 0.25
 
 
 @rule("STL001", "no-progress", "stalled", "warning")
@@ -23,7 +26,8 @@ def no_progress(ctx: RuleContext):
     """
     ## What it detects
     The training loss is essentially flat: it falls less than 5% over the first 30% of the run
-    after warm-up and less than 10% over the whole run. A checkpoint whose loss has begun to fall
+    after warm-up and less than 10% over the whole run (and does not rise by a quarter or more:
+    that is DIV003's). A checkpoint whose loss has begun to fall
     clearly at the end is left to SLW001 (too slow).
 
     ## Why it matters
@@ -63,7 +67,7 @@ def no_progress(ctx: RuleContext):
         return None
     early_drop = (start - early_level) / start
     total_drop = s.train_drop
-    if early_drop >= MAX_EARLY_DROP or total_drop >= MAX_TOTAL_DROP:
+    if early_drop >= MAX_EARLY_DROP or total_drop >= MAX_TOTAL_DROP or total_drop <= -MAX_RISE:
         return None
     late = s.train_late
     if late is not None and late.falling and late.log_slope_per_10pct <= FALLING_SLOPE and not s.finished:

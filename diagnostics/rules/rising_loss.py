@@ -45,8 +45,7 @@ def rising_loss(ctx: RuleContext):
         _fixes.scale_learning_rate(ctx, 0.5, "the loss rises when updates are too large"),
         _fixes.set_warmup(ctx, 0.03, "ramp the rate up gently"),
     ]
-    clip = _fixes.clip_to_percentile(ctx, "clip the largest updates")
-    fixes += [clip] if clip else []
+    fixes.append(_fixes.clip_to_percentile(ctx, "clip the largest updates"))
     if s.n_eval >= MIN_EVAL_POINTS and s.n_train >= MIN_TRAIN_POINTS:
         best = s.eval_best
         after = s.eval.values[s.eval_best_index + 1 :]
