@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -395,6 +396,16 @@ def test_rewriting_the_report_keeps_one_consistent_folder(tmp_path) -> None:
     linked = set(MD_IMAGE.findall((tmp_path / "report.md").read_text()))
     assert {f"report_files/{p.name}" for p in (tmp_path / "report_files").iterdir()} == linked
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no scratch files left"
+
+
+def test_report_files_are_readable_by_others_as_the_umask_allows(tmp_path) -> None:
+    previous = os.umask(0o022)
+    try:
+        paths = write_study_report(synthetic_study(5), tmp_path)
+    finally:
+        os.umask(previous)
+    for path in paths:
+        assert path.stat().st_mode & 0o777 == 0o644, path
 
 
 # --- writes are atomic -------------------------------------------------------------------------------
