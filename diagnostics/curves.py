@@ -17,9 +17,10 @@ from diagnostics import stats
 from diagnostics.runlog import EVAL_LOSS, GRAD_NORM, LEARNING_RATE, LOSS, RunLog, Series
 
 # A trainer run is judged from the loss it logged; below this many finite training points there is
-# no curve to judge (the research notes' proposal: ~10 post-warm-up points; 6 keeps 8-log runs that a
-# person still reads with confidence).
-MIN_TRAIN_POINTS = 6
+# no curve to judge. The research notes propose ~10 post-warm-up points; people labelling real logs
+# read a trend, a level-off or a rise with confidence from five (one log per epoch over a
+# five-epoch run, or a 500-step run logged every 100) and call three "insufficient".
+MIN_TRAIN_POINTS = 5
 # Eval-based rules need a minimum, a last value and something in between.
 MIN_EVAL_POINTS = 3
 LATE_WINDOW = 0.3  # "the end of the run": its last 30% of logged steps
@@ -93,8 +94,16 @@ class CurveStats:
     def finished(self) -> bool:
         """Whether the log reaches the planned end (a checkpoint of a longer run has not)."""
         planned = self.run.planned_steps
-        reached = max(self.last_step, float(self.run.trained_steps or 0))
-        return planned is None or reached >= 0.95 * planned
+        if planned is None:
+            return True
+        if self.run.trained_steps:  # the trainer said where it stopped (a checkpoint says so too)
+            return max(self.last_step, float(self.run.trained_steps)) >= 0.95 * planned
+        reached = self.last_step
+        # The last log can only land on the logging grid: a run whose next log would fall past its
+        # planned end has finished as far as its log can tell.
+        steps = self.train.steps if self.n_train >= 2 else self.eval.steps
+        interval = float(np.median(np.diff(steps))) if len(steps) >= 2 else 0.0
+        return reached + interval >= planned or reached >= 0.95 * planned
 
     def x_of(self, steps: np.ndarray) -> np.ndarray:
         """Run fraction of each step over the logged span (0 = first log, 1 = last log)."""
@@ -124,18 +133,24 @@ class CurveStats:
     @cached_property
     def train_start(self) -> float:
         """The initial level: the median of the first few logs (the first alone may be a warm-up outlier)."""
+        if self.n_train == 0:
+            return math.nan
         k = max(1, min(3, self.n_train // 10))
         return float(np.median(self.train.values[:k]))
 
     @cached_property
     def train_peak_start(self) -> float:
         """The highest of the first few logs: where learning starts from."""
+        if self.n_train == 0:
+            return math.nan
         k = max(1, min(3, self.n_train // 10))
         return float(np.max(self.train.values[:k]))
 
     @cached_property
     def train_end(self) -> float:
         """The final level: the median of the last 10% of logs (at least 3)."""
+        if self.n_train == 0:
+            return math.nan
         k = max(min(3, self.n_train), self.n_train // 10)
         return float(np.median(self.train.values[-k:]))
 
@@ -245,12 +260,13 @@ class CurveStats:
         A curve that flattens near its floor has a small share even when its log slope is steep.
         """
         if series == "train":
-            x, smooth, start, end = self.train_x, self.train_smooth, self.train_peak_start, self.train_end
+            x, values, start, end = self.train_x, self.train.values, self.train_peak_start, self.train_end
         else:
-            x, smooth = self.x_of(self.eval.steps), stats.ema(self.eval.values)
-            start, end = float(self.eval.values[0]), float(self.eval.values[-1])
+            x, values = self.x_of(self.eval.steps), self.eval.values
+            start, end = float(values[0]), float(values[-1])
         if len(x) < 2:
             return 0.0
+        smooth = stats.ema(values)
         at_late_start = float(np.interp(1 - LATE_WINDOW, x, smooth))
         total = max(start, float(smooth.max())) - end
         if total <= 0:

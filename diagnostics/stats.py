@@ -198,7 +198,7 @@ class LrSchedule:
     peak_step: float
     warmup_end_step: float
     warmup_fraction: float
-    final_lr: float
+    final_lr: float  # at the planned end (followed along the last decaying segment past the last log)
     final_fraction_of_peak: float
     # Fraction of the planned run spent with the rate below 5% of its peak after the peak.
     near_zero_fraction: float
@@ -219,13 +219,17 @@ def lr_schedule(steps: np.ndarray, lrs: np.ndarray, total_steps: float) -> LrSch
     reached = np.nonzero(lrs >= 0.98 * peak)[0]
     first_peak = int(reached[0])
     rising_start = lrs[0] < 0.9 * peak
-    warmup_end = float(steps[first_peak]) if rising_start else float(steps[0])
-    if rising_start and first_peak > 0 and lrs[first_peak - 1] > 0:
-        # Logs are sparse: the warm-up ended somewhere between the last rising log and the first log
-        # at the peak. A linear warm-up from 0 through (step, lr) reaches the peak at step*peak/lr.
+    # A rate already at its peak (or decaying) at the first log shows no warm-up: whatever came
+    # before that log cannot be measured, so none is claimed.
+    warmup_end = 0.0
+    if rising_start:
+        # Logs are sparse: the warm-up ended between the last rising log and the first log at the
+        # peak. A linear warm-up from 0 through (step, lr) reaches the peak at step * peak / lr;
+        # without a usable rising point only the last rising log is certain.
         last_rising = float(steps[first_peak - 1])
-        estimate = last_rising * peak / float(lrs[first_peak - 1])
-        warmup_end = min(max(estimate, last_rising), warmup_end)
+        rate = float(lrs[first_peak - 1])
+        estimate = last_rising * peak / rate if rate > 0 else last_rising
+        warmup_end = min(max(estimate, last_rising), float(steps[first_peak]))
     after = lrs[first_peak:]
     low = after < 0.05 * peak
     near_zero_fraction = 0.0
@@ -234,13 +238,19 @@ def lr_schedule(steps: np.ndarray, lrs: np.ndarray, total_steps: float) -> LrSch
         near_zero_fraction = max(0.0, (total_steps - float(steps[first_peak + first_low])) / total_steps)
     spread = float(np.ptp(after)) / peak if len(after) > 1 else 0.0
     still_warming = bool(first_peak == len(lrs) - 1 and rising_start and float(steps[-1]) < total_steps)
+    # Sparse logs rarely land on the last step: a rate still decaying at the last log is followed to
+    # the planned end along its last segment (a linear or cosine decay to 0 ends at 0).
+    final_lr = float(lrs[-1])
+    if len(lrs) >= 2 and lrs[-1] < lrs[-2] and steps[-1] > steps[-2] and total_steps > steps[-1]:
+        slope = float(lrs[-1] - lrs[-2]) / float(steps[-1] - steps[-2])
+        final_lr = max(0.0, final_lr + slope * (total_steps - float(steps[-1])))
     return LrSchedule(
         peak=peak,
         peak_step=float(steps[first_peak]),
         warmup_end_step=warmup_end,
         warmup_fraction=warmup_end / total_steps,
-        final_lr=float(lrs[-1]),
-        final_fraction_of_peak=float(lrs[-1]) / peak,
+        final_lr=final_lr,
+        final_fraction_of_peak=final_lr / peak,
         near_zero_fraction=near_zero_fraction,
         constant_after_warmup=spread < 0.02,
         still_warming_up=still_warming,

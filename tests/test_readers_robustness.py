@@ -77,10 +77,8 @@ EXPECTED_ERRORS = {
     "garbage": "trainer_state.json is not",
     "garbage_tb": "holds no scalar summaries (empty, corrupt or not a TensorBoard event file)",
     "empty_tb": "holds no scalar summaries",
-    "noloss": "trainer_state.json has no loss values (train or eval); metrics found: eval_accuracy",
     "notastate": "trainer_state.json is not a trainer state (no 'log_history' list)",
     "lightning": "metrics.csv is empty",
-    "lightning_noloss": "metrics.csv has no loss values (train or eval); metrics found: train_acc_step",
     "llamafactory": "trainer_log.jsonl is empty",
     "llamafactory_bad": "trainer_log.jsonl is not valid JSON lines (3 bad lines, first at line 1:",
     "console": "train.log is binary data, not a text log",
@@ -91,12 +89,24 @@ EXPECTED_ERRORS = {
 def test_each_bad_file_is_one_clear_error_and_the_good_run_survives(bad_folder):
     results = read_runs(bad_folder)
     by_folder = {Path(r.source).relative_to(bad_folder).parts[0]: r for r in results}
-    assert set(by_folder) == {"good", *EXPECTED_ERRORS}, sorted(by_folder)
+    assert set(by_folder) == {"good", "noloss", "lightning_noloss", *EXPECTED_ERRORS}, sorted(by_folder)
     assert by_folder["good"].run is not None and len(by_folder["good"].run.series("loss")) == 5
     for folder, expected in EXPECTED_ERRORS.items():
         error = by_folder[folder].error
         assert error is not None and expected in error, (folder, error)
         assert "\n" not in error and len(error) < 200, (folder, error)
+
+
+def test_a_log_without_any_loss_is_read_and_judged_insufficient(bad_folder):
+    """LABELING.md: "no loss at all" is `insufficient`, a verdict, not an unreadable file."""
+    from diagnostics import diagnose
+
+    for folder, metric in (("noloss", "eval_accuracy"), ("lightning_noloss", "train_acc_step")):
+        (result,) = read_runs(bad_folder / folder)
+        assert result.error is None and result.run is not None
+        diagnosis = diagnose(result.run)
+        assert diagnosis.conditions == ["insufficient"]
+        assert metric in next(f.message for f in diagnosis.findings if f.code == "INS001")
 
 
 def test_corrupt_json_names_line_and_column(bad_folder):

@@ -170,3 +170,54 @@ def test_real_logs(name, expected):
     diagnosis = diagnose(read.run)
     assert diagnosis.primary == primary
     assert code in {f.code for f in diagnosis.findings}
+
+
+def test_a_rate_already_decaying_at_the_first_log_shows_no_warmup():
+    # Logged every third of the run, a plain linear decay from the start: nothing to say about warm-up.
+    run = RunLog(source="sparse")
+    run.config.training_args["max_steps"] = 3000
+    for step, lr, loss in ((1000, 1.33e-5, 0.72), (2000, 0.67e-5, 0.62), (3000, 0.0, 0.60)):
+        run.add(step, epoch=step / 1000, loss=loss, learning_rate=lr)
+    assert "LRS001" not in {f.code for f in diagnose(run).findings}
+
+
+def test_warmup_seen_only_on_the_step_grid_is_not_overstated():
+    # A 9-step run logging every step whose rate is 0 at step 1 and peaks at step 2: the warm-up is
+    # proven only up to step 1 (11%), not 22%.
+    run = RunLog(source="short")
+    run.config.training_args["max_steps"] = 9
+    lrs = [0.0, 1e-4, 9.6e-5, 8.5e-5, 6.9e-5, 5e-5, 3.1e-5, 1.5e-5, 4e-6]
+    for step, lr in enumerate(lrs, start=1):
+        run.add(step, epoch=step / 3, loss=3.3 - 0.1 * step, learning_rate=lr)
+    assert "LRS001" not in {f.code for f in diagnose(run).findings}
+
+
+def test_five_points_are_enough_to_judge_a_run():
+    # Logged every 500 of 2,752 steps, the rate decaying linearly to 0 at the end (the last log, at
+    # 11% of the peak, is followed to the planned end): a run levelling off as its rate anneals.
+    levelling = RunLog(source="five")
+    levelling.config.training_args["max_steps"] = 2752
+    for step, loss in zip(range(500, 2501, 500), (3.47, 2.81, 2.55, 2.42, 2.37), strict=True):
+        levelling.add(step, epoch=step / 2752, loss=loss, learning_rate=5e-5 * (2752 - step) / 2752)
+    assert diagnose(levelling).conditions == ["healthy"]
+    three = RunLog(source="three")
+    for step, loss in ((1, 2.28), (2, 1.61), (3, 1.40)):
+        three.add(step, epoch=step, loss=loss)
+    assert diagnose(three).conditions == ["insufficient"]
+
+
+def test_one_clear_rise_at_the_last_epoch_is_overfitting():
+    run = RunLog(source="three-epochs")
+    for epoch, train, evaluation in ((1, 0.828, 0.8079), (2, 0.715, 0.8074), (3, 0.619, 0.9018)):
+        run.add(epoch * 100, epoch=epoch, loss=train)
+        run.add(epoch * 100, epoch=epoch, eval_loss=evaluation)
+    assert diagnose(run).primary == "overfitting"
+
+
+def test_eval_loss_jumping_up_with_few_training_logs_is_divergence():
+    run = RunLog(source="few-train")
+    for i, train in enumerate((1.3, 1.24, 1.8, 2.1, 2.05)):
+        run.add((i + 1) * 500, epoch=i + 1, loss=train)
+    for epoch, value in enumerate((2.55, 3.6, 3.4, 4.2, 3.9, 3.42), start=1):
+        run.add(epoch * 440, epoch=epoch, eval_loss=value)
+    assert diagnose(run).primary == "diverging"

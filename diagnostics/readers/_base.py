@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diagnostics.runlog import EVAL_LOSS, LOSS, LogPoint, RunLog
+from diagnostics.runlog import LogPoint, RunLog
 
 # JSON logs must be parsed whole; a trainer_state.json of a very long run is ~30 MB, so anything far
 # above that is refused instead of taking gigabytes of memory. Line-based logs are streamed.
@@ -73,14 +73,6 @@ def numeric_items(record: Mapping[str, Any], skip: frozenset[str] = frozenset())
             if number is not None:
                 out[key] = number
     return out
-
-
-def require_loss(run: RunLog, what: str) -> RunLog:
-    """Raise the one-line 'no loss' error when ``run`` holds neither a train nor an eval loss."""
-    if not any(LOSS in p.metrics or EVAL_LOSS in p.metrics for p in run.points):
-        names = ", ".join(sorted(run.metric_names)[:6]) or "none"
-        raise ReaderError(f"{what} has no loss values (train or eval); metrics found: {names}")
-    return run
 
 
 def check_point_count(count: int, what: str) -> None:

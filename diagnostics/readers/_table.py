@@ -14,7 +14,6 @@ from diagnostics.readers._base import (
     check_point_count,
     decode_error,
     point,
-    require_loss,
     to_float,
 )
 from diagnostics.readers._names import EPOCH, STEP, find_column, plan_names
@@ -56,7 +55,7 @@ def records_to_run(
         if metrics:
             points.append(point(step, row.get(epoch_column) if epoch_column else None, metrics))
     run.extend(points)
-    return require_loss(run, what)
+    return run
 
 
 def csv_records(path: Path) -> Iterator[dict[str, str]]:

@@ -35,7 +35,6 @@ from diagnostics.readers._base import (
     is_binary,
     numeric_items,
     point,
-    require_loss,
     to_float,
 )
 from diagnostics.runlog import RunLog
@@ -100,7 +99,7 @@ def read(paths: Sequence[Path], column_map: Mapping[str, str] | None = None) -> 
     logs = []
     for index, run in enumerate(runs):
         source = str(path) if len(runs) == 1 else f"{path}#run{index + 1}"
-        logs.append(require_loss(_to_runlog(run, source), path.name))
+        logs.append(_to_runlog(run, source))
     return logs
 
 

@@ -16,7 +16,6 @@ from diagnostics.readers._base import (
     ReaderError,
     decode_error,
     file_size_guard,
-    require_loss,
 )
 from diagnostics.runlog import RunLog
 
@@ -45,7 +44,7 @@ def read(paths: Sequence[Path], column_map: Mapping[str, str] | None = None) -> 
     except (KeyError, TypeError, ValueError) as error:
         raise ReaderError(f"{path.name} has a malformed point ({type(error).__name__}: {error})") from None
     run.format = NAME
-    return [require_loss(run, path.name)]
+    return [run]
 
 
 FORMAT = LogFormat(NAME, claims, read)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from diagnostics.readers._base import MAX_POINTS, LogFormat, ReaderError, point, require_loss
+from diagnostics.readers._base import MAX_POINTS, LogFormat, ReaderError, point
 from diagnostics.readers._config import clean_args
 from diagnostics.readers._names import EPOCH, STEP, plan_names
 from diagnostics.runlog import RunLog
@@ -65,7 +65,7 @@ def read(paths: Sequence[Path], column_map: Mapping[str, str] | None = None) -> 
     run = RunLog(source=str(directory), format=NAME)
     run.extend(_points(scalars, column_map))
     _read_texts(texts, run)
-    return [require_loss(run, what)]
+    return [run]
 
 
 def _points(scalars: list[tuple[str, int, float]], column_map: Mapping[str, str] | None):

@@ -26,7 +26,6 @@ from diagnostics.readers._base import (
     file_size_guard,
     numeric_items,
     point,
-    require_loss,
     to_float,
 )
 from diagnostics.readers._config import state_config
@@ -66,7 +65,7 @@ def read(paths: Sequence[Path], column_map: Mapping[str, str] | None = None) -> 
     run.config.merge(state_config(state))
     if _global_step(state):
         run.trained_steps = int(_global_step(state))
-    return [require_loss(run, _label(chosen))]
+    return [run]
 
 
 def _latest_state(paths: Sequence[Path]) -> tuple[dict[str, Any], Path]:

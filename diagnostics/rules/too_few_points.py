@@ -11,7 +11,8 @@ from diagnostics.rules._base import RuleContext, rule
 def too_few_points(ctx: RuleContext):
     """
     ## What it detects
-    No loss at all, or fewer than 6 finite training losses and fewer than 3 eval losses.
+    No loss at all (an empty `log_history`, a log of progress lines or of accuracies only), or
+    fewer than 5 finite training losses and fewer than 3 eval losses.
 
     ## Why it matters
     A trend, a noise level or a minimum cannot be read from a handful of points; a confident verdict
@@ -42,11 +43,13 @@ def too_few_points(ctx: RuleContext):
                 "about 50 training-loss points per run",
             )
         )
-    what = (
-        "no loss" if s.n_train == 0 and s.n_eval == 0 else f"{s.n_train} training and {s.n_eval} eval losses"
-    )
+    if s.n_train == 0 and s.n_eval == 0:
+        others = sorted(set(ctx.run.metric_names) - {"loss", "eval_loss"})
+        what = "no loss logged" + (f" (metrics found: {', '.join(others[:6])})" if others else "")
+    else:
+        what = f"{s.n_train} training and {s.n_eval} eval losses logged"
     return too_few_points.finding(
-        f"insufficient evidence: {what} logged",
+        f"insufficient evidence: {what}",
         confidence=0.9,
         evidence={"train_points": s.n_train, "eval_points": s.n_eval, "last_step": s.last_step},
         fixes=fixes,
