@@ -9,6 +9,12 @@
 full length. The command line (``tune study|space|best|train``) is a thin layer over these.
 """
 
+import logging
+
+# bitsandbytes' CPU backend warns on import that an optional fused-kernel package is missing; we only
+# use its NF4 quantise/dequantise functions, which need no such kernel, so the warning is only noise.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
 from tuner._export import BestConfig, python_snippet, write_best_config
 from tuner._study import StudyError, StudyInterrupted, StudyResult, StudySettings, best_config, run_study
 from tuner._train import train_best
