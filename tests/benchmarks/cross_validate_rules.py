@@ -30,14 +30,17 @@ from diagnostics.readers import read_runs  # noqa: E402
 
 # (rule module, constant, grid). The documented value is always in its grid.
 GRID: list[tuple[str, str, Sequence[float]]] = [
-    ("still_falling", "FINISHED_SLOPE", (-0.01, -0.015, -0.02, -0.03, -0.04)),
+    ("still_falling", "STEEP_SLOPE", (-0.01, -0.015, -0.02, -0.03, -0.04)),
+    ("still_falling", "UNCONVERGED_SHARE", (0.1, 0.15, 0.2, 0.25)),
     ("still_falling", "CHECKPOINT_SLOPE", (-0.005, -0.0075, -0.01, -0.015)),
     ("still_falling", "MIN_SHARE", (0.02, 0.03, 0.05, 0.08, 0.1)),
+    ("still_falling", "ANNEALED", (0.05, 0.1, 0.2)),
     ("no_progress", "MAX_TOTAL_DROP", (0.05, 0.08, 0.1, 0.15, 0.2)),
     ("no_progress", "MAX_EARLY_DROP", (0.02, 0.05, 0.08)),
     ("epoch_staircase", "MIN_DROP", (0.03, 0.05, 0.08, 0.12)),
     ("epoch_staircase", "MIN_Z", (1.5, 2.0, 3.0)),
     ("eval_loss_rising", "MIN_RISE", (0.005, 0.01, 0.02, 0.04)),
+    ("eval_loss_rising", "CLEAR_RISE", (0.03, 0.05, 0.08)),
     ("loss_oscillating", "MIN_RELATIVE_NOISE", (0.05, 0.1, 0.15, 0.2)),
     ("loss_oscillating", "MIN_NOISE_TO_PROGRESS", (0.25, 0.5, 1.0)),
     ("loss_collapse", "MAX_END_FRACTION", (0.05, 0.1, 0.15, 0.2)),
