@@ -124,3 +124,23 @@ def test_load_rejects_other_yaml(tmp_path):
     path.write_text("method: [unclosed\n")
     with pytest.raises(ConfigError, match="cannot read"):
         BestConfig.load(path)
+
+
+def test_a_hand_written_config_reads_scientific_notation_as_numbers(tmp_path):
+    # PyYAML reads "2e-4" as a string; a hand-edited learning rate must still train.
+    path = tmp_path / "best_config.yaml"
+    path.write_text(
+        "method: lora\nmodel: m\ndataset: d\n"
+        "training_args: {learning_rate: 2e-4, lr_scheduler_type: cosine, warmup_steps: 5}\n"
+        "peft: {r: 8, lora_alpha: 16, lora_dropout: 1E-1}\n"
+    )
+    config = BestConfig.load(path)
+    assert config.training_args == {"learning_rate": 2e-4, "lr_scheduler_type": "cosine", "warmup_steps": 5}
+    assert config.peft["lora_dropout"] == 0.1
+
+
+def test_a_config_section_that_is_not_a_mapping_is_one_error(tmp_path):
+    path = tmp_path / "best_config.yaml"
+    path.write_text("method: lora\nmodel: m\ndataset: d\ntraining_args: [1, 2]\n")
+    with pytest.raises(ConfigError, match="training_args must be a mapping"):
+        BestConfig.load(path)

@@ -9,6 +9,7 @@ pasted into a script for the transformers that is installed.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,22 @@ class BestConfig:
             raise ConfigError(f"{path}: cannot read: {' '.join(str(error).split())[:200]}") from None
         if not isinstance(data, dict) or not {"method", "model", "dataset", "training_args"} <= set(data):
             raise ConfigError(f"{path}: not a best_config.yaml (needs method, model, dataset, training_args)")
+        for section in ("training_args", "peft", "quantization"):
+            if not isinstance(data.get(section) or {}, dict):
+                raise ConfigError(f"{path}: {section} must be a mapping of argument names to values")
+            data[section] = {key: _yaml_number(value) for key, value in (data.get(section) or {}).items()}
         return cls.from_dict(data)
+
+
+# YAML 1.1 (PyYAML) reads ``2e-4`` as a string: only ``2.0e-4`` is a float there. People write the
+# former by hand, so a value that looks like a number in scientific notation is taken as one.
+_SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def _yaml_number(value: Any) -> Any:
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def write_best_config(best: BestConfig, out_dir: Path) -> tuple[Path, Path]:
