@@ -9,9 +9,11 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+import yaml
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from diagnostics.readers import read_runs
 from tests._tuner_helpers import batch_space, one_thread  # noqa: F401 - the fixture, used below
 from tuner._live import NullView, StudyCounts
 from tuner._study import StudyInterrupted, StudySettings, open_storage, run_study
@@ -122,8 +124,15 @@ def test_best_and_train_commands(tmp_path):
     )
     assert trained.exit_code == 0, trained.output
     assert "trained 3 steps; eval loss on the whole split" in trained.output
-    for name in ("adapter_config.json", "trainer_state.json", "run_log.json"):
+    for name in ("adapter_config.json", "trainer_state.json", "training_args.json", "run_log.json"):
         assert (tmp_path / "trained" / name).is_file(), name
+    # diagnose finds the trained run once, with the configuration it ran with.
+    (read,) = read_runs(tmp_path / "trained")
+    assert (
+        read.run.config.training_args["max_grad_norm"]
+        == yaml.safe_load(config.read_text())["training_args"]["max_grad_norm"]
+    )
+    assert read.run.config.peft["r"] == yaml.safe_load(config.read_text())["peft"]["r"]
 
 
 class _CtrlCAtStep(NullView):

@@ -157,6 +157,7 @@ class _Kept:
     peft: dict[str, Any]
     state: dict[str, torch.Tensor]
     trainer_state: str
+    training_args: str
     #: (sum of token losses, tokens) on the eval subset at the last step.
     subset_nll: tuple[float, int]
 
@@ -238,7 +239,7 @@ class Worker:
             trainer = self._trainer(model, self._arguments({}), self.eval_subset)
             loss = self._whole_split_loss(trainer, kept.subset_nll)
             if save_dir is not None:
-                self._save(model, save_dir, kept.trainer_state)
+                self._save(model, save_dir, kept.trainer_state, kept.training_args)
         finally:
             del trainer
             self.method.detach(self.base, model)
@@ -316,14 +317,16 @@ class Worker:
     ) -> None:
         if opts.keep is not None and opts.keep(outcome):
             state = self.method.snapshot(model)
-            self.kept = _Kept(opts.name, dict(peft), state, _state_json(trainer), trainer.nll)
+            self.kept = _Kept(
+                opts.name, dict(peft), state, _state_json(trainer), trainer.args.to_json_string(), trainer.nll
+            )
         if not (opts.evaluate_full or opts.save_dir):
             return
         start = time.perf_counter()
         if opts.evaluate_full:
             outcome.full_eval_loss = self._whole_split_loss(trainer, trainer.nll)
         if opts.save_dir is not None:
-            self._save(model, opts.save_dir, _state_json(trainer))
+            self._save(model, opts.save_dir, _state_json(trainer), trainer.args.to_json_string())
         outcome.seconds["full_eval"] = time.perf_counter() - start
 
     def _whole_split_loss(self, trainer: _TimedTrainer, subset_nll: tuple[float, int]) -> float:
@@ -335,11 +338,13 @@ class Worker:
             total, count = total + trainer.nll[0], count + trainer.nll[1]
         return total / max(count, 1)
 
-    def _save(self, model: nn.Module, folder: Path, trainer_state: str) -> None:
-        """The adapter (or model), its tokenizer, and ``trainer_state.json`` (``diagnose`` reads it)."""
+    def _save(self, model: nn.Module, folder: Path, trainer_state: str, training_args: str) -> None:
+        """The adapter (or model), its tokenizer, and ``trainer_state.json`` + ``training_args.json``
+        (``diagnose`` reads the run's log and configuration from them)."""
         self.method.save(model, folder)
         self.tokenizer.save_pretrained(folder)
         (Path(folder) / "trainer_state.json").write_text(trainer_state)
+        (Path(folder) / "training_args.json").write_text(training_args)
 
     def _trainer(
         self,
