@@ -89,12 +89,12 @@ def diverging_nan(seed: int = 0) -> RunLog:
     return run
 
 
-def diverging_rise(seed: int = 0) -> RunLog:
+def diverging_rise(seed: int = 0, warmup: float = 0.03) -> RunLog:
     # Learns, then blows up once the rate peaks: the loss ends at 2.5x its best.
     def curve(x: float) -> float:
         return 1.0 + 1.5 * math.exp(-15 * x) + (3.0 * (x - 0.5) if x > 0.5 else 0.0)
 
-    return build(curve, seed=seed, name="diverging-rise", schedule="constant")
+    return build(curve, seed=seed, name="diverging-rise", schedule="constant", warmup=warmup)
 
 
 def zero_loss(seed: int = 0) -> RunLog:

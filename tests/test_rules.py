@@ -109,6 +109,14 @@ def test_warmup_advice_speaks_the_runs_transformers_version():
     assert abs(fix.from_ - 0.3) < 0.03
 
 
+@pytest.mark.parametrize(("warmup", "advised"), [(0.0, 0.03), (0.1, None)])
+def test_a_diverging_run_is_never_told_to_shorten_its_warmup(warmup, advised):
+    run = synth.diverging_rise(warmup=warmup)
+    finding = next(f for f in diagnose(run).findings if f.code == "DIV003")
+    warm = [f.to for f in finding.fixes if f.param.startswith("warmup")]
+    assert warm == ([advised] if advised is not None else [])
+
+
 def test_clipping_fix_is_the_90th_percentile_of_grad_norm():
     def grad(x, rng):
         return 2.0 + 3.0 * rng.random()

@@ -25,13 +25,18 @@ def scale_learning_rate(ctx: RuleContext, factor: float, why: str, source: str =
     return Fix("learning_rate", lr.value, round_lr(lr.value * factor), why + lr.note, source)
 
 
-def set_warmup(ctx: RuleContext, fraction: float, why: str, source: str = QLORA_PAPER) -> Fix | None:
+def set_warmup(
+    ctx: RuleContext, fraction: float, why: str, source: str = QLORA_PAPER, *, at_least: bool = False
+) -> Fix | None:
     """Warm-up as a fraction of the run, named as the user's transformers names it (None when the
-    run already warms up about that long)."""
+    run already warms up about that long, or, with ``at_least``, longer: a run that diverged is
+    never told to shorten its warm-up)."""
     now = warmup_fraction(ctx.run)
     if now is None and ctx.stats.lr_schedule is not None:
         now = round(ctx.stats.lr_schedule.warmup_fraction, 3)
     if now is not None and abs(now - fraction) <= 0.2 * fraction:
+        return None
+    if at_least and now is not None and now >= fraction:
         return None
     param = ctx.vocabulary.warmup_param
     note = " (a float below 1 is a fraction of the run in transformers 5)" if param == "warmup_steps" else ""

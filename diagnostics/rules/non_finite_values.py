@@ -81,7 +81,7 @@ def non_finite_values(ctx: RuleContext):
             "clip large updates",
             _fixes.QLORA_PAPER,
         ),
-        _fixes.set_warmup(ctx, 0.03, "ramp the rate up while the optimizer state is empty"),
+        _fixes.set_warmup(ctx, 0.03, "ramp the rate up while the optimizer state is empty", at_least=True),
     ]
     return non_finite_values.finding(
         f"{first_metric} is {first_value} at step {first_step:g} ({len(bad)} non-finite value(s) in all)",

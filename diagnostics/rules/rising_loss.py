@@ -43,7 +43,7 @@ def rising_loss(ctx: RuleContext):
     s = ctx.stats
     fixes = [
         _fixes.scale_learning_rate(ctx, 0.5, "the loss rises when updates are too large"),
-        _fixes.set_warmup(ctx, 0.03, "ramp the rate up gently"),
+        _fixes.set_warmup(ctx, 0.03, "ramp the rate up gently", at_least=True),
     ]
     fixes.append(_fixes.clip_to_percentile(ctx, "clip the largest updates"))
     if s.n_eval >= MIN_EVAL_POINTS and s.n_train >= MIN_TRAIN_POINTS:
