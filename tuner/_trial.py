@@ -267,7 +267,7 @@ class Worker:
         try:
             values = installed_training_args(training_args, max_micro_batch=self.max_micro_batch)
             args = self._arguments(values)
-            run.config.training_args = {**values, "max_steps": args.max_steps}
+            run.config.training_args = {**values, **_schedule(args)}
             outcome.per_device_train_batch_size = args.per_device_train_batch_size
             outcome.gradient_accumulation_steps = args.gradient_accumulation_steps
             trainer = self._trainer(model, args, self.eval_subset, callback)
@@ -440,6 +440,19 @@ def load_worker(
         settings=settings,
     )
     return worker, model_info, data_info
+
+
+def _schedule(args: TrainingArguments) -> dict[str, Any]:
+    """What diagnose needs to judge a log besides the hyperparameters: the planned steps, and when
+    the run evaluates and logs (in steps: a fraction below 1 is a share of the planned steps)."""
+    out: dict[str, Any] = {"max_steps": args.max_steps, "eval_strategy": str(args.eval_strategy.value)}
+    for key in ("eval_steps", "logging_steps"):
+        every = getattr(args, key)
+        if every and every < 1 and args.max_steps > 0:
+            every = math.ceil(every * args.max_steps)
+        if every and every >= 1:
+            out[key] = int(every)
+    return out
 
 
 def _state_json(trainer: Trainer) -> str:
