@@ -229,3 +229,17 @@ def test_eval_loss_jumping_up_with_few_training_logs_is_divergence():
     for epoch, value in enumerate((2.55, 3.6, 3.4, 4.2, 3.9, 3.42), start=1):
         run.add(epoch * 440, epoch=epoch, eval_loss=value)
     assert diagnose(run).primary == "diverging"
+
+
+def test_eval_never_logged_advises_evaluation():
+    run = synth.build(synth.decay(), name="no-eval")
+    finding = next(f for f in diagnose(run).findings if f.code == "EVL001")
+    assert {(f.param, f.to) for f in finding.fixes} >= {("eval_steps", 100)}
+
+
+def test_a_run_that_ended_before_its_first_evaluation_is_told_so_without_a_fix():
+    run = synth.build(synth.decay(), name="stopped-early", total=1000, logged_until=200)
+    run.config.training_args.update(eval_strategy="steps", eval_steps=500, max_steps=1000)
+    finding = next(f for f in diagnose(run).findings if f.code == "EVL001")
+    assert "before its first evaluation (eval_steps=500)" in finding.message
+    assert finding.fixes == []

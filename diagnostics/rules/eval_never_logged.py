@@ -18,7 +18,8 @@ def eval_never_logged(ctx: RuleContext):
     still diagnosed.
 
     ## Evidence
-    The number of training points and that no `eval_loss` was found.
+    The number of training points and that no `eval_loss` was found. A run configured to evaluate
+    every `eval_steps` that ended before its first evaluation is said to have done so, with no fix.
 
     ## Fix
     Hold out an eval split and evaluate during training: `eval_strategy="steps"` with `eval_steps`
@@ -30,6 +31,16 @@ def eval_never_logged(ctx: RuleContext):
     s = ctx.stats
     if s.n_eval > 0 or s.n_train == 0:
         return None
+    strategy = str(ctx.run.config.get("eval_strategy") or "no").lower()
+    every = ctx.run.config.get("eval_steps")
+    if strategy == "steps" and isinstance(every, int | float) and every >= 1 and s.last_step < every:
+        # Evaluation was set up; the run ended (diverged, was stopped) before its first one.
+        return eval_never_logged.finding(
+            f"no eval loss logged: the run ended at step {s.last_step:g}, before its first evaluation"
+            f" (eval_steps={every:g})",
+            confidence=1.0,
+            evidence={"train_points": s.n_train, "eval_points": 0, "last_step": s.last_step, "eval_steps": every},
+        )
     fixes = [
         Fix(
             ctx.vocabulary.eval_strategy_param,
