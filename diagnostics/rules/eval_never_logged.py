@@ -39,7 +39,12 @@ def eval_never_logged(ctx: RuleContext):
             f"no eval loss logged: the run ended at step {s.last_step:g}, before its first evaluation"
             f" (eval_steps={every:g})",
             confidence=1.0,
-            evidence={"train_points": s.n_train, "eval_points": 0, "last_step": s.last_step, "eval_steps": every},
+            evidence={
+                "train_points": s.n_train,
+                "eval_points": 0,
+                "last_step": s.last_step,
+                "eval_steps": every,
+            },
         )
     fixes = [
         Fix(
