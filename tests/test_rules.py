@@ -121,13 +121,28 @@ def test_clipping_fix_is_the_90th_percentile_of_grad_norm():
     def grad(x, rng):
         return 2.0 + 3.0 * rng.random()
 
-    run = synth.build(synth.decay(), grad_norm=grad, noise=0.25, schedule="constant")
+    run = synth.build(lambda x: 2.0, grad_norm=grad, noise=0.25, schedule="constant")
     run.config.training_args["max_grad_norm"] = 1.0
     diagnosis = diagnose(run)
     clip = next(f for f in diagnosis.findings if f.code == "GRD002")
     grads = run.series("grad_norm").values
     p90 = float(np.percentile(grads[run.series("grad_norm").steps > 100], 90))
     assert clip.evidence["p90"] == pytest.approx(p90, rel=0.05)
+    # A flat loss swinging 25% oscillates: the clipping note then advises a lower rate.
+    assert "OSC001" in {f.code for f in diagnosis.findings}
+    assert [f.param for f in clip.fixes] == ["learning_rate"]
+
+
+def test_clipping_on_a_calm_run_raises_the_clip_instead_of_lowering_the_rate():
+    def grad(x, rng):
+        return 2.0 + 3.0 * rng.random()
+
+    run = synth.build(synth.decay(), grad_norm=grad, schedule="constant")
+    run.config.training_args["max_grad_norm"] = 1.0
+    clip = next(f for f in diagnose(run).findings if f.code == "GRD002")
+    (fix,) = clip.fixes
+    assert (fix.param, fix.from_) == ("max_grad_norm", 1.0)
+    assert fix.to == pytest.approx(clip.evidence["p90"], rel=0.05)
 
 
 def test_select_and_ignore_by_prefix():

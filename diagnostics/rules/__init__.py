@@ -29,7 +29,8 @@ from diagnostics.rules.still_falling import still_falling
 from diagnostics.rules.too_few_points import too_few_points
 from diagnostics.rules.zero_loss import zero_loss
 
-# HLT001 reads the others' findings, so it runs last.
+# HLT001 reads the others' findings, so it runs last; GRD002's advice reads the diverging and
+# oscillating findings, which come before it.
 ALL_RULES: tuple[Rule, ...] = (
     too_few_points,
     non_finite_values,

@@ -27,7 +27,7 @@ class RuleContext:
     run: RunLog
     stats: CurveStats
     vocabulary: Vocabulary
-    # Findings of the rules that ran before this one (only the summary rule ``HLT001`` reads them).
+    # Findings of the rules that ran before this one (HLT001 and GRD002's advice read them).
     findings: list[Finding] = field(default_factory=list)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from diagnostics.advice import current
+from diagnostics.findings import Fix
 from diagnostics.rules import _fixes
 from diagnostics.rules._base import RuleContext, rule
 
@@ -27,8 +28,10 @@ def clipping_most_steps(ctx: RuleContext):
     The share of clipped logs, the threshold, the median and 90th percentile of the norms.
 
     ## Fix
-    Lower the learning rate, or raise `max_grad_norm` to the 90th percentile of the logged norms
-    if the run is otherwise healthy.
+    When the run is also unstable (a diverging or oscillating finding), lower the learning rate.
+    Otherwise raise `max_grad_norm` to the 90th percentile of the logged norms, so that only the
+    largest updates are clipped; a run that is stalled or too slow must not be told to take
+    smaller steps still.
 
     ## References
     research/diagnostics.md (HF logs the pre-clipping norm; starting rule 2).
@@ -58,5 +61,21 @@ def clipping_most_steps(ctx: RuleContext):
         },
         region=(float(grad.steps[0]), float(grad.steps[-1])),
         metric="grad_norm",
-        fixes=[_fixes.scale_learning_rate(ctx, 0.5, "most updates are being clipped to a fixed size")],
+        fixes=[_fix(ctx, limit.value, p90, limit.note)],
+    )
+
+
+# The rules of these conditions run before this one (see the registry's order).
+UNSTABLE = ("diverging", "oscillating")
+
+
+def _fix(ctx: RuleContext, limit: float, p90: float, note: str) -> Fix:
+    if any(f.condition in UNSTABLE and f.severity != "info" for f in ctx.findings):
+        return _fixes.scale_learning_rate(ctx, 0.5, "most updates are clipped and the run is unstable")
+    return Fix(
+        "max_grad_norm",
+        limit,
+        float(f"{p90:.2g}"),
+        "clip only the largest updates (the 90th percentile of the logged norms)" + note,
+        "research/diagnostics.md: HF logs the norm before clipping",
     )
