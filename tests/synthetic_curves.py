@@ -7,6 +7,7 @@ construction. Noise is seeded, multiplicative and small unless the condition is 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -36,6 +37,7 @@ def build(
     eval_curve=None,
     eval_every: int = 100,
     noise: float = 0.01,
+    eval_noise: float | None = None,
     seed: int = 0,
     peak_lr: float = 2e-4,
     warmup: float = 0.03,
@@ -58,7 +60,12 @@ def build(
         metrics["grad_norm"] = grad_norm(x, rng) if grad_norm else 0.5 * (1 + 0.1 * rng.standard_normal())
         run.add(step, epoch=epochs * x, **metrics)
         if eval_curve is not None and step % eval_every == 0:
-            run.add(step, epoch=epochs * x, eval_loss=eval_curve(x) * (1 + noise / 3 * rng.standard_normal()))
+            run.add(
+                step,
+                epoch=epochs * x,
+                eval_loss=eval_curve(x)
+                * (1 + (noise / 3 if eval_noise is None else eval_noise) * rng.standard_normal()),
+            )
     return run
 
 
@@ -108,6 +115,27 @@ def zero_loss(seed: int = 0) -> RunLog:
 
 def stalled(seed: int = 0) -> RunLog:
     return build(lambda x: 2.30 - 0.03 * x, noise=0.01, seed=seed, name="stalled")
+
+
+def stalled_noisy(seed: int = 0) -> RunLog:
+    """Per-batch losses 12% noisy around a flat level, one early batch far above it, and a flat
+    eval loss: the training loss alone looks like it fell."""
+    run = build(
+        lambda x: 3.5, noise=0.12, eval_noise=0.002, seed=seed, eval_curve=lambda x: 3.5, name="stalled-noisy"
+    )
+    first = run.points[0]
+    run.points[0] = dataclasses.replace(first, metrics={**first.metrics, "loss": 5.0})
+    return run
+
+
+def converged_early(seed: int = 0) -> RunLog:
+    """Learns within the first 5% (before the first evaluation), then sits at its floor."""
+    return build(
+        lambda x: 1.5 + 2.0 * math.exp(-80 * x),
+        seed=seed,
+        eval_curve=lambda x: 1.62 - 0.04 * x,
+        name="converged-early",
+    )
 
 
 def chance_level(seed: int = 0) -> RunLog:

@@ -40,6 +40,7 @@ def test_healthy_runs_get_a_clean_bill(seed):
         (synth.zero_loss, "DIV002", "diverging"),
         (synth.stalled, "STL001", "stalled"),
         (synth.chance_level, "STL002", "stalled"),
+        (synth.stalled_noisy, "STL001", "stalled"),
         (synth.too_slow, "SLW001", "too_slow"),
         (synth.too_slow_checkpoint, "SLW001", "too_slow"),
         (synth.memorizing_staircase, "MEM001", "memorizing"),
@@ -258,3 +259,9 @@ def test_a_run_that_ended_before_its_first_evaluation_is_told_so_without_a_fix()
     finding = next(f for f in diagnose(run).findings if f.code == "EVL001")
     assert "before its first evaluation (eval_steps=500)" in finding.message
     assert finding.fixes == []
+
+
+def test_a_run_that_converged_before_its_first_evaluation_is_not_stalled():
+    diagnosis = diagnose(synth.converged_early())
+    assert "stalled" not in diagnosis.conditions
+    assert diagnosis.primary == "healthy"

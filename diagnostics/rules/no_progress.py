@@ -19,6 +19,14 @@ FALLING_SLOPE = -0.01
 # Flat means flat both ways: a loss that ends a quarter or more above its start is rising (DIV003
 # reads rises of 1.5x; the stalled real logs move between -6% and +10%).
 MAX_RISE = 0.25
+# The eval loss averages a fixed held-out set, so it is far less noisy than a per-batch training
+# loss: four or more evaluations from the first half of the run on that all stay within 1% of the
+# first show a run that is not learning even when one lucky batch makes the training loss look like
+# it fell. The training loss must still not have fallen 10% from its start (medians, both ends),
+# or only within two standard errors of its noise: a model that learned before its first
+# evaluation and then flattened has converged, not stalled.
+EVAL_POINTS = 4
+MAX_EVAL_MOVE = 0.01
 
 
 @rule("STL001", "no-progress", "stalled", "warning")
@@ -29,6 +37,9 @@ def no_progress(ctx: RuleContext):
     after warm-up and less than 10% over the whole run (and does not rise by a quarter or more:
     that is DIV003's). A checkpoint whose loss has begun to fall
     clearly at the end is left to SLW001 (too slow).
+    A noisy per-batch training loss can hide a stall, so the eval loss is read too: four or more
+    evaluations from the first half of the run on, all within 1% of the first, while the training
+    loss fell less than 10% from its start or no more than its noise explains.
 
     ## Why it matters
     The run is not learning. Typical causes are a learning rate far too low, nothing trainable
@@ -68,22 +79,10 @@ def no_progress(ctx: RuleContext):
     early_drop = (start - early_level) / start
     total_drop = s.train_drop
     if early_drop >= MAX_EARLY_DROP or total_drop >= MAX_TOTAL_DROP or total_drop <= -MAX_RISE:
-        return None
+        return _flat_eval(ctx, start)
     late = s.train_late
     if late is not None and late.falling and late.log_slope_per_10pct <= FALLING_SLOPE and not s.finished:
         return None
-    fixes = [
-        _fixes.scale_learning_rate(ctx, 3.0, "a loss that does not move usually needs larger updates"),
-        Fix(
-            "trainable parameters",
-            None,
-            "> 0 and on the intended modules",
-            "print_trainable_parameters(); check target_modules and frozen layers",
-        ),
-        Fix(
-            "labels", None, "prompt masked, completion kept", "check that the loss sees the tokens it should"
-        ),
-    ]
     return no_progress.finding(
         f"training loss barely moves: {start:.4g} -> {early_level:.4g} over the first 30% "
         f"({early_drop:+.1%}) and {s.train_end:.4g} at the end ({total_drop:.1%} lower in all)",
@@ -97,5 +96,58 @@ def no_progress(ctx: RuleContext):
             "late_slope_per_10pct": late.log_slope_per_10pct if late else None,
         },
         region=(float(s.train.steps[0]), float(s.train.steps[-1])),
-        fixes=fixes,
+        fixes=_stalled_fixes(ctx),
     )
+
+
+def _flat_eval(ctx: RuleContext, train_start: float):
+    """The held-out path: a flat eval loss over most of the run, and no real fall in training."""
+    s = ctx.stats
+    if s.n_eval < EVAL_POINTS or float(s.x_of(s.eval.steps[:1])[0]) > 0.5:
+        return None
+    first = float(s.eval.values[0])
+    if first <= 0:
+        return None
+    moves = np.abs(s.eval.values - first) / first
+    tail = s.train.values[-max(3, s.n_train // 5) :]
+    train_drop = (train_start - float(np.median(tail))) / train_start
+    if moves.max() >= MAX_EVAL_MOVE or train_drop <= -MAX_RISE:
+        return None
+    # The training loss's fall must be small or within its noise: a median of n points has a
+    # standard error of about 1.25 sigma / sqrt(n); the start is a median of 3 logs.
+    standard_error = 1.25 * s.train_noise * np.sqrt(1 / 3 + 1 / len(tail))
+    significant = standard_error == 0 or (train_start - float(np.median(tail))) > 2 * standard_error
+    if train_drop >= MAX_TOTAL_DROP and significant:
+        return None
+    return no_progress.finding(
+        f"eval loss does not move: {first:.4g} -> {float(s.eval.values[-1]):.4g} over {s.n_eval} evaluations"
+        f" (all within {moves.max():.1%} of the first); training loss {train_start:.4g} ->"
+        f" {float(np.median(tail)):.4g} ({train_drop:.1%} lower{'' if significant else ', within its noise'})",
+        confidence=confidence_from_margin(-float(moves.max()), -MAX_EVAL_MOVE, 0.0),
+        evidence={
+            "eval_first": first,
+            "eval_last": float(s.eval.values[-1]),
+            "eval_max_move": float(moves.max()),
+            "eval_points": s.n_eval,
+            "train_start": train_start,
+            "train_drop": train_drop,
+        },
+        region=(float(s.eval.steps[0]), float(s.eval.steps[-1])),
+        metric="eval_loss",
+        fixes=_stalled_fixes(ctx),
+    )
+
+
+def _stalled_fixes(ctx: RuleContext) -> list[Fix]:
+    return [
+        _fixes.scale_learning_rate(ctx, 3.0, "a loss that does not move usually needs larger updates"),
+        Fix(
+            "trainable parameters",
+            None,
+            "> 0 and on the intended modules",
+            "print_trainable_parameters(); check target_modules and frozen layers",
+        ),
+        Fix(
+            "labels", None, "prompt masked, completion kept", "check that the loss sees the tokens it should"
+        ),
+    ]
