@@ -119,10 +119,11 @@ def _flat_eval(ctx: RuleContext, train_start: float):
     significant = standard_error == 0 or (train_start - float(np.median(tail))) > 2 * standard_error
     if train_drop >= MAX_TOTAL_DROP and significant:
         return None
+    noise_note = "" if significant else ", within its noise"
     return no_progress.finding(
         f"eval loss does not move: {first:.4g} -> {float(s.eval.values[-1]):.4g} over {s.n_eval} evaluations"
         f" (all within {moves.max():.1%} of the first); training loss {train_start:.4g} ->"
-        f" {float(np.median(tail)):.4g} ({train_drop:.1%} lower{'' if significant else ', within its noise'})",
+        f" {float(np.median(tail)):.4g} ({train_drop:.1%} lower{noise_note})",
         confidence=confidence_from_margin(-float(moves.max()), -MAX_EVAL_MOVE, 0.0),
         evidence={
             "eval_first": first,
