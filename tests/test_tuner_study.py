@@ -133,6 +133,8 @@ def test_best_and_train_commands(tmp_path):
         == yaml.safe_load(config.read_text())["training_args"]["max_grad_norm"]
     )
     assert read.run.config.peft["r"] == yaml.safe_load(config.read_text())["peft"]["r"]
+    saved_args = json.loads((tmp_path / "trained" / "training_args.json").read_text())
+    assert saved_args["output_dir"] == str(tmp_path / "trained")
     # The tool's own run_log.json carries when the run evaluated, in steps (eval_every 0.1 of 3 -> 1).
     logged = json.loads((tmp_path / "trained" / "run_log.json").read_text())["config"]["training_args"]
     assert (logged["eval_strategy"], logged["eval_steps"], logged["max_steps"]) == ("steps", 1, 3)

@@ -344,7 +344,9 @@ class Worker:
         self.method.save(model, folder)
         self.tokenizer.save_pretrained(folder)
         (Path(folder) / "trainer_state.json").write_text(trainer_state)
-        (Path(folder) / "training_args.json").write_text(training_args)
+        # The trainer ran in a scratch folder; the arguments' output_dir is where the run now lies.
+        args = {**json.loads(training_args), "output_dir": str(folder)}
+        (Path(folder) / "training_args.json").write_text(json.dumps(args, indent=2, sort_keys=True) + "\n")
 
     def _trainer(
         self,
