@@ -37,6 +37,7 @@ GRID: list[tuple[str, str, Sequence[float]]] = [
     ("still_falling", "ANNEALED", (0.05, 0.1, 0.2)),
     ("no_progress", "MAX_TOTAL_DROP", (0.05, 0.08, 0.1, 0.15, 0.2)),
     ("no_progress", "MAX_EARLY_DROP", (0.02, 0.05, 0.08)),
+    ("no_progress", "MAX_EVAL_MOVE", (0.005, 0.01, 0.02)),
     ("epoch_staircase", "MIN_DROP", (0.03, 0.05, 0.08, 0.12)),
     ("epoch_staircase", "MIN_Z", (1.5, 2.0, 3.0)),
     ("eval_loss_rising", "MIN_RISE", (0.005, 0.01, 0.02, 0.04)),
