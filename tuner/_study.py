@@ -284,7 +284,9 @@ def _optimize(
             return
         before = len(study.get_trials(deepcopy=False))
         study.optimize(objective, n_trials=1, catch=(_TrialFailed,))
-        reports.after_trial()
+        done = StudyCounts.of(study, settings.n_trials)
+        if done.finished + done.running < settings.n_trials:  # else the final report follows at once
+            reports.after_trial()
         last = study.get_trials(deepcopy=False)[before:]
         failed = [
             t
