@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from diagnostics.cli import app
 from tests import synthetic_curves as synth
+from tests._paths import REAL_LOGS
 
 runner = CliRunner()
-REAL_LOGS = Path(__file__).resolve().parents[2] / "shared" / "real_logs"
 
 
 def write_trainer_state(path: Path, run) -> None:

@@ -13,15 +13,15 @@ import pytest
 from diagnostics.readers import FORMATS, ReadResult, read_file, read_runs
 from diagnostics.readers._names import plan_names
 from diagnostics.readers.hf_stdout import parse_dict
+from tests._paths import REAL_LOGS
 
-REAL_LOGS = Path("/work/shared/real_logs")
 FIXTURES = Path(__file__).parent / "fixtures" / "readers"
 
 
 @pytest.fixture(scope="module")
 def real_logs() -> Path:
     if not REAL_LOGS.is_dir():
-        pytest.skip("the real logs folder /work/shared/real_logs is not on this machine")
+        pytest.skip(f"the real logs folder {REAL_LOGS} is not on this machine")
     return REAL_LOGS
 
 

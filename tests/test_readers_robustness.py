@@ -13,8 +13,7 @@ import pytest
 
 from diagnostics.readers import read_file, read_runs
 from diagnostics.readers._base import MAX_JSON_BYTES
-
-REAL_LOGS = Path("/work/shared/real_logs")
+from tests._paths import REAL_LOGS
 
 
 def good_state(path: Path, steps: int = 50) -> Path:
@@ -204,7 +203,7 @@ def test_too_many_records_is_refused(tmp_path, monkeypatch):
 
 def test_reading_1000_trainer_states_is_fast(tmp_path):
     if not REAL_LOGS.is_dir():
-        pytest.skip("the real logs folder /work/shared/real_logs is not on this machine")
+        pytest.skip(f"the real logs folder {REAL_LOGS} is not on this machine")
     sources = sorted(REAL_LOGS.glob("*_trainer_state.json"))
     for index in range(1000):
         run_dir = tmp_path / f"run{index:04d}"

@@ -28,9 +28,9 @@ from reports import (
 )
 from reports._figures import minmax_downsample
 from reports._render import markdown_text
+from tests._paths import REAL_LOGS
 
 PNG_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
-REAL_LOGS = Path(__file__).resolve().parents[1].parent / "shared" / "real_logs"
 EVIL = "<script>alert(1)</script>"
 
 

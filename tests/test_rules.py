@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,7 @@ from diagnostics.readers import read_runs
 from diagnostics.rules import ALL_RULES, RULES_BY_CODE, UnknownRuleError, select_rules
 from diagnostics.rules._base import SECTIONS
 from tests import synthetic_curves as synth
-
-REAL_LOGS = Path(__file__).resolve().parents[2] / "shared" / "real_logs"
+from tests._paths import REAL_LOGS
 
 
 def codes(run: RunLog) -> set[str]:
