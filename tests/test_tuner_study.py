@@ -4,6 +4,8 @@ trials, a dead worker's trial, the exported configuration, and one-line errors f
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -305,3 +307,14 @@ def test_space_command_lists_parameters_and_sources():
     result = runner.invoke(app, ["space", "--method", "qlora"])
     assert result.exit_code == 0
     assert "learning_rate" in result.output and "bnb_4bit_quant_type" in result.output
+
+
+def test_help_and_space_answer_without_loading_torch():
+    # `tune --help` and `tune space` took 9 s when the package imported torch eagerly.
+    code = (
+        "import sys; from typer.testing import CliRunner; from tuner.cli import app; "
+        "result = CliRunner().invoke(app, ['space', '--method', 'qlora']); "
+        "assert result.exit_code == 0, result.output; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"

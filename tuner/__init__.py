@@ -15,10 +15,31 @@ import logging
 # use its NF4 quantise/dequantise functions, which need no such kernel, so the warning is only noise.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-from tuner._export import BestConfig, python_snippet, write_best_config
-from tuner._study import StudyError, StudyInterrupted, StudyResult, StudySettings, best_config, run_study
-from tuner._train import train_best
-from tuner.methods import available_methods, get_method
+# The exports load torch, transformers and peft (seconds); they are imported when first used, so
+# `tune --help` and `tune space` answer at once.
+_EXPORTS = {
+    "BestConfig": "tuner._export",
+    "python_snippet": "tuner._export",
+    "write_best_config": "tuner._export",
+    "StudyError": "tuner._study",
+    "StudyInterrupted": "tuner._study",
+    "StudyResult": "tuner._study",
+    "StudySettings": "tuner._study",
+    "best_config": "tuner._study",
+    "run_study": "tuner._study",
+    "train_best": "tuner._train",
+    "available_methods": "tuner.methods",
+    "get_method": "tuner.methods",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tuner' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
 
 __all__ = [
     "BestConfig",

@@ -51,32 +51,27 @@ SpaceOpt = Annotated[
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
     """Errors a user can cause end the command with one line and exit status 2, never a traceback."""
-    from search_spaces import SpaceError
-    from tuner._data import DataError
-    from tuner._export import ConfigError
-    from tuner._model import ModelError
-    from tuner._pruning import PrunerError
-    from tuner._storage import StorageError
-    from tuner._study import StudyError
-    from tuner.methods import UnknownMethodError
-
-    known = (
-        SpaceError,
-        ModelError,
-        DataError,
-        StudyError,
-        StorageError,
-        UnknownMethodError,
-        PrunerError,
-        ConfigError,
-    )
+    # Matched by name, not imported: importing the modules that define them loads torch and
+    # transformers, which `tune space` never needs.
+    known = {
+        ("search_spaces._params", "SpaceError"),
+        ("tuner._model", "ModelError"),
+        ("tuner._data", "DataError"),
+        ("tuner._study", "StudyError"),
+        ("tuner._storage", "StorageError"),
+        ("tuner.methods", "UnknownMethodError"),
+        ("tuner._pruning", "PrunerError"),
+        ("tuner._export", "ConfigError"),
+    }
     try:
         yield
-    except known as error:
-        err.print(f"[red]tune: error:[/red] {error}", highlight=False)
-        raise typer.Exit(2) from None
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as error:
         err.print(f"[red]tune: error:[/red] {error.strerror}: {error.filename}", highlight=False)
+        raise typer.Exit(2) from None
+    except Exception as error:
+        if not any((c.__module__, c.__name__) in known for c in type(error).__mro__):
+            raise
+        err.print(f"[red]tune: error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from None
 
 
