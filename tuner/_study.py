@@ -269,8 +269,8 @@ def _optimize(
     """Run trials one at a time until the study holds ``n_trials`` finished ones (any worker's)."""
     deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
     failures = 0
+    counts = StudyCounts.of(study, settings.n_trials)
     while True:
-        counts = StudyCounts.of(study, settings.n_trials)
         view.update(counts)
         if counts.finished + counts.running >= settings.n_trials:
             if counts.running and counts.finished < settings.n_trials:
@@ -284,8 +284,8 @@ def _optimize(
             return
         before = len(study.get_trials(deepcopy=False))
         study.optimize(objective, n_trials=1, catch=(_TrialFailed,))
-        done = StudyCounts.of(study, settings.n_trials)
-        if done.finished + done.running < settings.n_trials:  # else the final report follows at once
+        counts = StudyCounts.of(study, settings.n_trials)
+        if counts.finished + counts.running < settings.n_trials:  # else the final report follows at once
             reports.after_trial()
         last = study.get_trials(deepcopy=False)[before:]
         failed = [

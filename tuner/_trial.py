@@ -157,7 +157,7 @@ class _Kept:
     peft: dict[str, Any]
     state: dict[str, torch.Tensor]
     trainer_state: str
-    training_args: str
+    training_args: dict[str, Any]
     #: (sum of token losses, tokens) on the eval subset at the last step.
     subset_nll: tuple[float, int]
 
@@ -318,7 +318,7 @@ class Worker:
         if opts.keep is not None and opts.keep(outcome):
             state = self.method.snapshot(model)
             self.kept = _Kept(
-                opts.name, dict(peft), state, _state_json(trainer), trainer.args.to_json_string(), trainer.nll
+                opts.name, dict(peft), state, _state_json(trainer), trainer.args.to_dict(), trainer.nll
             )
         if not (opts.evaluate_full or opts.save_dir):
             return
@@ -326,7 +326,7 @@ class Worker:
         if opts.evaluate_full:
             outcome.full_eval_loss = self._whole_split_loss(trainer, trainer.nll)
         if opts.save_dir is not None:
-            self._save(model, opts.save_dir, _state_json(trainer), trainer.args.to_json_string())
+            self._save(model, opts.save_dir, _state_json(trainer), trainer.args.to_dict())
         outcome.seconds["full_eval"] = time.perf_counter() - start
 
     def _whole_split_loss(self, trainer: _TimedTrainer, subset_nll: tuple[float, int]) -> float:
@@ -338,14 +338,16 @@ class Worker:
             total, count = total + trainer.nll[0], count + trainer.nll[1]
         return total / max(count, 1)
 
-    def _save(self, model: nn.Module, folder: Path, trainer_state: str, training_args: str) -> None:
+    def _save(
+        self, model: nn.Module, folder: Path, trainer_state: str, training_args: dict[str, Any]
+    ) -> None:
         """The adapter (or model), its tokenizer, and ``trainer_state.json`` + ``training_args.json``
         (``diagnose`` reads the run's log and configuration from them)."""
         self.method.save(model, folder)
         self.tokenizer.save_pretrained(folder)
         (Path(folder) / "trainer_state.json").write_text(trainer_state)
         # The trainer ran in a scratch folder; the arguments' output_dir is where the run now lies.
-        args = {**json.loads(training_args), "output_dir": str(folder)}
+        args = {**training_args, "output_dir": str(folder)}
         (Path(folder) / "training_args.json").write_text(json.dumps(args, indent=2, sort_keys=True) + "\n")
 
     def _trainer(

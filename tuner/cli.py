@@ -48,12 +48,10 @@ SpaceOpt = Annotated[
 ]
 
 
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Errors a user can cause end the command with one line and exit status 2, never a traceback."""
-    # Matched by name, not imported: importing the modules that define them loads torch and
-    # transformers, which `tune space` never needs.
-    known = {
+# The errors a user can cause, matched by name, not imported: importing the modules that define them
+# loads torch and transformers, which `tune space` never needs.
+_USER_ERRORS = frozenset(
+    {
         ("search_spaces._params", "SpaceError"),
         ("tuner._model", "ModelError"),
         ("tuner._data", "DataError"),
@@ -63,13 +61,19 @@ def _user_errors() -> Iterator[None]:
         ("tuner._pruning", "PrunerError"),
         ("tuner._export", "ConfigError"),
     }
+)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Errors a user can cause end the command with one line and exit status 2, never a traceback."""
     try:
         yield
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as error:
         err.print(f"[red]tune: error:[/red] {error.strerror}: {error.filename}", highlight=False)
         raise typer.Exit(2) from None
     except Exception as error:
-        if not any((c.__module__, c.__name__) in known for c in type(error).__mro__):
+        if not any((c.__module__, c.__name__) in _USER_ERRORS for c in type(error).__mro__):
             raise
         err.print(f"[red]tune: error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from None

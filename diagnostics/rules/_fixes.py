@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from diagnostics.advice import current, round_lr, warmup_fraction
+from diagnostics.advice import Current, current, round_lr, warmup_fraction
 from diagnostics.findings import Fix
 from diagnostics.rules._base import RuleContext
 
@@ -51,13 +51,12 @@ def clip_to_percentile(ctx: RuleContext, why: str, percentile: float = 90) -> Fi
     now = current(ctx.run, "max_grad_norm")
     if now.value is not None and target >= float(now.value):
         return None
-    return Fix(
-        "max_grad_norm",
-        now.value,
-        float(f"{target:.2g}"),
-        why + now.note,
-        "research notes: AUTOTRAINER repairs",
-    )
+    return max_grad_norm_to(now, target, why, "research notes: AUTOTRAINER repairs")
+
+
+def max_grad_norm_to(now: Current, target: float, why: str, source: str) -> Fix:
+    """Clip at ``target`` (two significant digits, as norms are read off a log)."""
+    return Fix("max_grad_norm", now.value, float(f"{target:.2g}"), why + now.note, source)
 
 
 def more_accumulation(ctx: RuleContext, why: str) -> Fix:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from diagnostics.advice import current
+from diagnostics.advice import Current, current
 from diagnostics.findings import Fix
 from diagnostics.rules import _fixes
 from diagnostics.rules._base import RuleContext, rule
@@ -61,7 +61,7 @@ def clipping_most_steps(ctx: RuleContext):
         },
         region=(float(grad.steps[0]), float(grad.steps[-1])),
         metric="grad_norm",
-        fixes=[_fix(ctx, limit.value, p90, limit.note)],
+        fixes=[_fix(ctx, limit, p90)],
     )
 
 
@@ -69,13 +69,12 @@ def clipping_most_steps(ctx: RuleContext):
 UNSTABLE = ("diverging", "oscillating")
 
 
-def _fix(ctx: RuleContext, limit: float, p90: float, note: str) -> Fix:
+def _fix(ctx: RuleContext, limit: Current, p90: float) -> Fix:
     if any(f.condition in UNSTABLE and f.severity != "info" for f in ctx.findings):
         return _fixes.scale_learning_rate(ctx, 0.5, "most updates are clipped and the run is unstable")
-    return Fix(
-        "max_grad_norm",
+    return _fixes.max_grad_norm_to(
         limit,
-        float(f"{p90:.2g}"),
-        "clip only the largest updates (the 90th percentile of the logged norms)" + note,
+        p90,
+        "clip only the largest updates (the 90th percentile of the logged norms)",
         "research/diagnostics.md: HF logs the norm before clipping",
     )

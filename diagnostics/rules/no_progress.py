@@ -110,20 +110,21 @@ def _flat_eval(ctx: RuleContext, train_start: float):
         return None
     moves = np.abs(s.eval.values - first) / first
     tail = s.train.values[-max(3, s.n_train // 5) :]
-    train_drop = (train_start - float(np.median(tail))) / train_start
+    train_end = float(np.median(tail))
+    train_drop = (train_start - train_end) / train_start
     if moves.max() >= MAX_EVAL_MOVE or train_drop <= -MAX_RISE:
         return None
     # The training loss's fall must be small or within its noise: a median of n points has a
     # standard error of about 1.25 sigma / sqrt(n); the start is a median of 3 logs.
     standard_error = 1.25 * s.train_noise * np.sqrt(1 / 3 + 1 / len(tail))
-    significant = standard_error == 0 or (train_start - float(np.median(tail))) > 2 * standard_error
+    significant = standard_error == 0 or train_start - train_end > 2 * standard_error
     if train_drop >= MAX_TOTAL_DROP and significant:
         return None
     noise_note = "" if significant else ", within its noise"
     return no_progress.finding(
         f"eval loss does not move: {first:.4g} -> {float(s.eval.values[-1]):.4g} over {s.n_eval} evaluations"
         f" (all within {moves.max():.1%} of the first); training loss {train_start:.4g} ->"
-        f" {float(np.median(tail)):.4g} ({train_drop:.1%} lower{noise_note})",
+        f" {train_end:.4g} ({train_drop:.1%} lower{noise_note})",
         confidence=confidence_from_margin(-float(moves.max()), -MAX_EVAL_MOVE, 0.0),
         evidence={
             "eval_first": first,
